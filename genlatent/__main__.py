@@ -1,0 +1,3 @@
+from genlatent.cli import main
+
+raise SystemExit(main())

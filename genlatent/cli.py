@@ -1,0 +1,219 @@
+"""The ``genlatent`` command line, a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import attrs
+import torch
+from tqdm import tqdm
+
+from genlatent import __version__
+from genlatent.config import dumps
+from genlatent.errors import GenlatentError
+from genlatent.latent import LatentSpec
+from genlatent.plugins import PluginHost, load_plugins
+from genlatent.run import resolve_config, run_experiment
+from genlatent.summary import format_table, layer_table
+
+logger = logging.getLogger("genlatent")
+
+
+class _TqdmHandler(logging.Handler):
+    """Writes log lines above any progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("genlatent: %(levelname)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logs"
+    )
+    parser.add_argument(
+        "--disable-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="skip the plugin with this entry-point or distribution name "
+        "(repeatable; also $GENLATENT_DISABLE_PLUGINS)",
+    )
+    parser.add_argument(
+        "--strict-plugins",
+        action="store_true",
+        default=None,
+        help="fail on any plugin problem instead of warning "
+        "(also $GENLATENT_STRICT_PLUGINS=1)",
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genlatent",
+        description="Train and inspect generative models with interpretable "
+        "latent codes (InfoGAN and plugins).",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    _global_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    commands.add_parser("list", help="list experiments and registered components")
+
+    show = commands.add_parser(
+        "show", help="print an experiment's resolved config and networks"
+    )
+    show.add_argument("experiment", help="experiment name (see `genlatent list`)")
+    show.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+    run = commands.add_parser("run", help="train an experiment")
+    run.add_argument("experiment", help="experiment name (see `genlatent list`)")
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, for example trainer.max_steps=500 data.root=/data",
+    )
+    run.add_argument(
+        "--out", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)"
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace a run already in --out"
+    )
+
+    plugins = commands.add_parser(
+        "plugins", help="list loaded plugins and what they registered"
+    )
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _command_list(plugins: PluginHost) -> None:
+    print("experiments:")
+    for name in plugins.names("experiments"):
+        config = plugins.get("experiments", name)
+        print(f"  {name:28s} {config.description}")
+    for plural in ("architectures", "datasets", "losses", "regularizers"):
+        print(f"{plural}:")
+        for name in plugins.names(plural):
+            description = getattr(plugins.get(plural, name), "description", "")
+            print(f"  {name:28s} {description}")
+
+
+def _command_show(plugins: PluginHost, experiment: str, overrides: list[str]) -> None:
+    config = resolve_config(experiment, overrides, plugins=plugins)
+    print(dumps(config))
+    spec = LatentSpec.from_config(config.latent)
+    architecture = plugins.get("architectures", config.architecture)
+    layout = ", ".join(
+        f"{code.name}[{spec.input_slices[code.name].start}:"
+        f"{spec.input_slices[code.name].stop}]"
+        for code in spec.codes
+    )
+    print(f"\nlatent input: {spec.input_dim} values: {layout}")
+    print(f"recognition outputs: {spec.posterior_dim}")
+    batch = 2  # batch norm in training mode needs more than one sample
+    generator = architecture.build_generator(spec.input_dim)
+    print(
+        format_table(
+            f"\ngenerator (input {spec.input_dim})",
+            layer_table(generator, torch.zeros(batch, spec.input_dim)),
+        )
+    )
+    discriminator = architecture.build_discriminator()
+    images = torch.zeros(batch, *architecture.image_shape)
+    print(
+        format_table(
+            f"\ndiscriminator (input {'x'.join(map(str, architecture.image_shape))})",
+            layer_table(discriminator, images),
+        )
+    )
+    if spec.posterior_dim:
+        head = architecture.build_recognition_head(spec.posterior_dim)
+        features = torch.zeros(batch, architecture.feature_dim)
+        print(
+            format_table(
+                f"\nrecognition head Q (input {architecture.feature_dim} features)",
+                layer_table(head, features),
+            )
+        )
+
+
+def _command_plugins(plugins: PluginHost, as_json: bool) -> None:
+    records = list(plugins.records.values())
+    if as_json:
+        print(json.dumps([attrs.asdict(record) for record in records], indent=2))
+        return
+    for record in records:
+        kind = "built-in" if record.builtin else "third-party"
+        print(
+            f"{record.name} ({record.distribution} {record.version}, {kind}): "
+            f"{record.status}"
+        )
+        if record.error:
+            print(f"  error: {record.error}")
+        for plural, names in record.registered.items():
+            print(f"  {plural}: {', '.join(names)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    # Plugins load before the full parse, so that their problems are reported
+    # on every command, --help included.
+    early = argparse.ArgumentParser(add_help=False)
+    _global_options(early)
+    options, _ = early.parse_known_args(argv)
+    _configure_logging(options.debug)
+    try:
+        plugins = load_plugins(
+            disable=options.disable_plugin, strict=options.strict_plugins
+        )
+    except GenlatentError as error:
+        if options.debug:
+            raise
+        print(f"genlatent: error: {error}", file=sys.stderr)
+        return 1
+
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "list":
+            _command_list(plugins)
+        elif args.command == "show":
+            _command_show(plugins, args.experiment, args.overrides)
+        elif args.command == "plugins":
+            _command_plugins(plugins, args.json)
+        elif args.command == "run":
+            result = run_experiment(
+                args.experiment,
+                args.overrides,
+                out=args.out,
+                overwrite=args.overwrite,
+                plugins=plugins,
+            )
+            state = "interrupted at" if result.interrupted else "finished"
+            print(f"{state} step {result.steps}; run folder: {result.run_dir}")
+            return 130 if result.interrupted else 0
+    except GenlatentError as error:
+        if args.debug:
+            raise
+        print(f"genlatent: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("genlatent: interrupted", file=sys.stderr)
+        return 130
+    return 0

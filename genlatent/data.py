@@ -1,0 +1,380 @@
+"""Image data sets: where they are found, how they load, and batch order.
+
+Data sets are looked up in this order, and the first complete copy wins:
+
+1. the folder given as ``data.root``;
+2. ``$GENLATENT_DATA``;
+3. the user cache folder (``$XDG_CACHE_HOME/genlatent``, by default
+   ``~/.cache/genlatent``);
+4. the system data set folder ``/usr/share/datasets/<name>``, where Debian's
+   ``dataset-*`` packages install files (``$GENLATENT_SYSTEM_DATASETS`` moves it);
+5. a download into the user cache folder, where the data set offers one.
+
+Images stay ``uint8`` until they reach the training device, where
+:func:`scale_images` maps them to the generator's output range.
+"""
+
+from __future__ import annotations
+
+import abc
+import gzip
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.datasets import MNIST
+
+from genlatent.config import DataConfig
+from genlatent.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+DATA_ENV = "GENLATENT_DATA"
+SYSTEM_DATASETS_ENV = "GENLATENT_SYSTEM_DATASETS"
+SYSTEM_DATASETS = "/usr/share/datasets"
+
+
+def cache_folder() -> Path:
+    """The user cache folder for data sets and extracted files."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return Path(base) / "genlatent"
+
+
+def candidate_folders(name: str, root: str | None) -> list[Path]:
+    """Folders that may hold data set ``name``, in lookup order."""
+    folders: list[Path] = []
+    if root:
+        explicit = Path(root).expanduser()
+        folders += [explicit, explicit / name]
+    if os.environ.get(DATA_ENV):
+        folders.append(Path(os.environ[DATA_ENV]).expanduser() / name)
+    folders.append(cache_folder() / name)
+    system = os.environ.get(SYSTEM_DATASETS_ENV, SYSTEM_DATASETS)
+    folders.append(Path(system) / name)
+    return folders
+
+
+@attrs.frozen
+class ImageData:
+    """A loaded data set.
+
+    Exactly one of ``images`` and ``dataset`` is set: ``images`` is an
+    in-memory ``(num_images, channels, height, width)`` uint8 tensor;
+    ``dataset`` yields ``(uint8 image tensor, label)`` pairs decoded on demand.
+    ``labels`` is ``(num_images,)`` int64 where the data set has labels.
+    """
+
+    name: str
+    image_shape: tuple[int, int, int]
+    location: str
+    images: torch.Tensor | None = None
+    dataset: Dataset | None = None
+    labels: torch.Tensor | None = None
+    num_classes: int | None = None
+
+    def __len__(self) -> int:
+        if self.images is not None:
+            return int(self.images.shape[0])
+        assert self.dataset is not None
+        return len(self.dataset)  # type: ignore[arg-type]
+
+
+class DatasetSource(abc.ABC):
+    """A named data set that plugins register.
+
+    Attributes:
+        name: registry name, also the folder name looked up on disk.
+        image_shape: ``(channels, height, width)`` of loaded images.
+        num_classes: number of label classes, or None for unlabelled data.
+    """
+
+    name: str
+    image_shape: tuple[int, int, int]
+    num_classes: int | None = None
+    description: str = ""
+
+    @abc.abstractmethod
+    def load(self, config: DataConfig) -> ImageData:
+        """Find and load the split ``config.split``, or raise DataError."""
+
+
+# IDX magic numbers: unsigned bytes with 1 (labels) or 3 (images) dimensions.
+_IDX_LABELS, _IDX_IMAGES = 0x0801, 0x0803
+
+
+def check_idx_file(path: Path, source: Path) -> None:
+    """Check that ``path`` is a complete IDX file of uint8 labels or images.
+
+    Archives are checked by content rather than by MD5, because repackaged
+    archives (Debian's, for one) hold the same bytes under other gzip headers.
+    """
+    with open(path, "rb") as file:
+        header = file.read(16)
+    magic = int.from_bytes(header[:4], "big") if len(header) >= 8 else -1
+    if magic not in (_IDX_LABELS, _IDX_IMAGES):
+        raise DataError(
+            f"{source} is not an IDX file of uint8 images or labels (magic "
+            f"number {magic:#x}); replace it with the original file"
+        )
+    count = int.from_bytes(header[4:8], "big")
+    item_size = 1
+    header_size = 8
+    if magic == _IDX_IMAGES:
+        item_size = int.from_bytes(header[8:12], "big") * int.from_bytes(
+            header[12:16], "big"
+        )
+        header_size = 16
+    expected = header_size + count * item_size
+    actual = path.stat().st_size
+    if actual != expected:
+        raise DataError(
+            f"{source} is truncated or corrupt: it declares {count} items "
+            f"({expected} bytes) but holds {actual} bytes; replace it with the "
+            "original file"
+        )
+
+
+class IDXDatasetSource(DatasetSource):
+    """MNIST-style data sets stored as four IDX files, read by torchvision.
+
+    A folder qualifies when it holds the four files either uncompressed or as
+    the original ``.gz`` archives, directly or in torchvision's
+    ``<ClassName>/raw`` layout. Archives are checked against their MD5 and
+    extracted once into the user cache folder, since system folders are
+    read-only.
+    """
+
+    image_shape = (1, 28, 28)
+    num_classes = 10
+
+    def __init__(
+        self, name: str, torchvision_class: type[MNIST], description: str
+    ) -> None:
+        self.name = name
+        self.torchvision_class = torchvision_class
+        self.description = description
+
+    @property
+    def archives(self) -> list[tuple[str, str]]:
+        """``(file name, MD5)`` of the four original ``.gz`` files."""
+        return list(self.torchvision_class.resources)
+
+    def load(self, config: DataConfig) -> ImageData:
+        if config.split not in ("train", "test"):
+            raise DataError(
+                f"data set {self.name!r} has splits train and test; "
+                f"got data.split={config.split!r}"
+            )
+        searched: list[Path] = []
+        for folder in candidate_folders(self.name, config.root):
+            for layout in (folder, folder / self.torchvision_class.__name__ / "raw"):
+                searched.append(layout)
+                raw_folder = self._usable_raw_folder(layout)
+                if raw_folder is not None:
+                    return self._read(raw_folder, config.split, str(layout))
+        download_error = self._try_download()
+        if download_error is None:
+            raw_folder = cache_folder() / self.torchvision_class.__name__ / "raw"
+            return self._read(raw_folder, config.split, str(raw_folder))
+        names = ", ".join(name for name, _ in self.archives)
+        raise DataError(
+            f"data set {self.name!r} not found. Looked for {names} (or the same "
+            f"files uncompressed) in: {', '.join(map(str, searched))}; the "
+            f"download failed: {download_error}. Put the files in one of these "
+            f"folders, set data.root=FOLDER or ${DATA_ENV}, or on Debian run "
+            f"`apt-get install dataset-{self.name}`."
+        )
+
+    def _usable_raw_folder(self, folder: Path) -> Path | None:
+        if not folder.is_dir():
+            return None
+        raw_names = [name.removesuffix(".gz") for name, _ in self.archives]
+        if all((folder / name).is_file() for name in raw_names):
+            return folder
+        if all((folder / name).is_file() for name, _ in self.archives):
+            return self._extract(folder)
+        return None
+
+    def _extract(self, folder: Path) -> Path:
+        target = cache_folder() / "extracted" / self.name
+        for name, _ in self.archives:
+            source = folder / name
+            destination = target / name.removesuffix(".gz")
+            if destination.is_file():
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            # Extract to a temporary name first so an interrupted run never
+            # leaves a truncated file under the final name.
+            try:
+                with (
+                    gzip.open(source, "rb") as compressed,
+                    tempfile.NamedTemporaryFile(dir=target, delete=False) as temporary,
+                ):
+                    shutil.copyfileobj(compressed, temporary)
+                check_idx_file(Path(temporary.name), source)
+            except (OSError, EOFError, DataError) as error:
+                Path(temporary.name).unlink(missing_ok=True)
+                if isinstance(error, DataError):
+                    raise
+                raise DataError(
+                    f"{source} is not a readable gzip archive ({error}); replace "
+                    "it with the original file"
+                ) from None
+            os.replace(temporary.name, destination)
+            logger.info("extracted %s to %s", source, destination)
+        return target
+
+    def _read(self, raw_folder: Path, split: str, location: str) -> ImageData:
+        base = self.torchvision_class
+
+        class Located(base):  # type: ignore[misc,valid-type]
+            @property
+            def raw_folder(self) -> str:
+                return str(raw_folder)
+
+        Located.__name__ = base.__name__
+        try:
+            dataset = Located(str(raw_folder), train=split == "train", download=False)
+        except (RuntimeError, OSError, ValueError) as error:
+            raise DataError(
+                f"cannot read data set {self.name!r} from {raw_folder}: {error}"
+            ) from error
+        images = dataset.data.unsqueeze(1).contiguous()  # (num_images, 1, 28, 28)
+        return ImageData(
+            name=self.name,
+            image_shape=self.image_shape,
+            location=location,
+            images=images,
+            labels=dataset.targets.long(),
+            num_classes=self.num_classes,
+        )
+
+    def _try_download(self) -> str | None:
+        root = cache_folder()
+        try:
+            self.torchvision_class(str(root), train=True, download=True)
+            self.torchvision_class(str(root), train=False, download=True)
+        except Exception as error:
+            return f"{type(error).__name__}: {error}".replace("\n", " ")
+        return None
+
+
+def scale_images(
+    images: torch.Tensor, output_range: tuple[float, float], dtype: torch.dtype
+) -> torch.Tensor:
+    """Map uint8 images to floats in ``output_range``, (0, 1) or (-1, 1)."""
+    low, high = output_range
+    return images.to(dtype) * ((high - low) / 255.0) + low
+
+
+class _EpochBatchSampler(Sampler[list[int]]):
+    """Index batches of one epoch of a :class:`BatchStream`, from its position."""
+
+    def __init__(self, order: torch.Tensor, start: int, batch_size: int) -> None:
+        self.order = order
+        self.start = start
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for begin in range(
+            self.start, len(self.order) - self.batch_size + 1, self.batch_size
+        ):
+            yield self.order[begin : begin + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return (len(self.order) - self.start) // self.batch_size
+
+
+def _collate_images(samples: Sequence[tuple[torch.Tensor, Any]]) -> torch.Tensor:
+    return torch.stack([image for image, _ in samples])
+
+
+class BatchStream:
+    """An endless stream of uint8 image batches in a seeded shuffled order.
+
+    Epoch ``e`` visits the images in ``randperm`` order drawn from a generator
+    seeded with ``(seed, e)`` and drops the last partial batch, so the order
+    depends only on the seed and is restored exactly from :meth:`state_dict`.
+    """
+
+    def __init__(
+        self,
+        data: ImageData,
+        *,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        num_workers: int = 0,
+    ) -> None:
+        if len(data) < batch_size:
+            raise DataError(
+                f"data set {data.name!r} at {data.location} has {len(data)} "
+                f"images, fewer than trainer.batch_size={batch_size}; lower the "
+                "batch size or add images"
+            )
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.num_workers = num_workers
+        self.epoch = 0
+        self.position = 0
+        self._images = data.images
+        if self._images is not None and device.type != "cpu":
+            # A uint8 image set of a few hundred MB fits on any training GPU,
+            # and keeping it there removes the host-to-device copy per step.
+            self._images = self._images.to(device)
+        self._order = self._epoch_order()
+        self._loader_iter: Iterator[torch.Tensor] | None = None
+
+    def _epoch_order(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.data), generator=generator)
+
+    def _start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.position = 0
+        self._order = self._epoch_order()
+        self._loader_iter = None
+
+    def next_batch(self) -> torch.Tensor:
+        """Return the next ``(batch_size, *image_shape)`` uint8 batch on the device."""
+        if self.position + self.batch_size > len(self._order):
+            self._start_epoch(self.epoch + 1)
+        if self._images is not None:
+            indices = self._order[self.position : self.position + self.batch_size]
+            batch = self._images[indices.to(self._images.device)]
+        else:
+            if self._loader_iter is None:
+                self._loader_iter = iter(self._loader())
+            batch = next(self._loader_iter).to(self.device, non_blocking=True)
+        self.position += self.batch_size
+        return batch
+
+    def _loader(self) -> DataLoader:
+        sampler = _EpochBatchSampler(self._order, self.position, self.batch_size)
+        return DataLoader(
+            self.data.dataset,  # type: ignore[arg-type]
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=_collate_images,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the stream: epoch and images consumed in that epoch."""
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a position saved by :meth:`state_dict`."""
+        self._start_epoch(int(state["epoch"]))
+        self.position = int(state["position"])

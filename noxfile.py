@@ -1,0 +1,52 @@
+"""Development sessions: tests, slow tests, lint, typecheck and benchmarks.
+
+torch and torchvision are pinned to the releases this project is tested with,
+which pip installs from local wheels on the project's build machines instead of
+downloading a multi-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+TORCH = ("torch==2.14.1", "torchvision==0.29.1")
+
+
+def install_project(session: nox.Session, *extras: str) -> None:
+    session.install(*TORCH)
+    suffix = f"[{','.join(extras)}]" if extras else ""
+    session.install("-e", f".{suffix}")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the default test suite (excludes tests marked slow)."""
+    install_project(session, "test")
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session(default=False)
+def slow(session: nox.Session) -> None:
+    """Run the slow tests: long trainings on real data."""
+    install_project(session, "test")
+    session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "genlatent", "plugins", "tests", "benchmarks")
+    session.run(
+        "ruff", "format", "--check", "genlatent", "plugins", "tests", "benchmarks"
+    )
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the core and the built-in plugins with mypy."""
+    install_project(session, "typecheck")
+    session.run("mypy", "genlatent", "plugins")

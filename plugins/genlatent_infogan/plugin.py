@@ -1,0 +1,25 @@
+"""Entry point of the InfoGAN plugin: registers its regularizer, networks and
+experiments with genlatent."""
+
+from __future__ import annotations
+
+from genlatent.hookspecs import Register, hookimpl
+from genlatent_infogan.experiments import experiments
+from genlatent_infogan.mutual_information import MutualInformation
+from genlatent_infogan.networks import MNISTNetworks
+
+
+@hookimpl
+def register_regularizers(register: Register) -> None:
+    register(MutualInformation)
+
+
+@hookimpl
+def register_architectures(register: Register) -> None:
+    register(MNISTNetworks())
+
+
+@hookimpl
+def register_experiments(register: Register) -> None:
+    for experiment in experiments():
+        register(experiment)
