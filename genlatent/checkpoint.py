@@ -90,14 +90,14 @@ def _fsync_folder(folder: Path) -> None:
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint file holds objects that could run code when unpickled."""
+    """A checkpoint file contains objects that could run code when unpickled."""
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``.
 
     Raises:
-        UnsafeCheckpointError: the file holds objects other than tensors and
+        UnsafeCheckpointError: the file contains objects other than tensors and
             plain Python values. Nothing in it was run.
         CheckpointError: the file is missing, truncated or not a checkpoint.
     """

@@ -38,14 +38,23 @@ def _configure_logging(verbose: bool) -> None:
     logger.propagate = False
 
 
-def _global_options(parser: argparse.ArgumentParser) -> None:
+def _global_options(parser: argparse.ArgumentParser, *, in_command: bool) -> None:
+    # Global options are accepted before and after the command name. Inside a
+    # command they default to SUPPRESS, so they never overwrite values parsed
+    # before the command name.
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if in_command else value
+
     parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks and debug logs"
+        "--debug",
+        action="store_true",
+        default=default(False),
+        help="show tracebacks and debug logs",
     )
     parser.add_argument(
         "--disable-plugin",
         action="append",
-        default=[],
+        default=default([]),
         metavar="NAME",
         help="skip the plugin with this entry-point or distribution name "
         "(repeatable; also $GENLATENT_DISABLE_PLUGINS)",
@@ -53,7 +62,7 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict-plugins",
         action="store_true",
-        default=None,
+        default=default(None),
         help="fail on any plugin problem instead of warning "
         "(also $GENLATENT_STRICT_PLUGINS=1)",
     )
@@ -66,18 +75,23 @@ def _build_parser() -> argparse.ArgumentParser:
         "latent codes (InfoGAN and plugins).",
     )
     parser.add_argument("--version", action="version", version=__version__)
-    _global_options(parser)
+    _global_options(parser, in_command=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    commands.add_parser("list", help="list experiments and registered components")
+    list_command = commands.add_parser(
+        "list", help="list experiments and registered components"
+    )
+    _global_options(list_command, in_command=True)
 
     show = commands.add_parser(
         "show", help="print an experiment's resolved config and networks"
     )
+    _global_options(show, in_command=True)
     show.add_argument("experiment", help="experiment name (see `genlatent list`)")
     show.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     run = commands.add_parser("run", help="train an experiment")
+    _global_options(run, in_command=True)
     run.add_argument("experiment", help="experiment name (see `genlatent list`)")
     run.add_argument(
         "overrides",
@@ -95,6 +109,7 @@ def _build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser(
         "plugins", help="list loaded plugins and what they registered"
     )
+    _global_options(plugins, in_command=True)
     plugins.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -172,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Plugins load before the full parse, so that their problems are reported
     # on every command, --help included.
     early = argparse.ArgumentParser(add_help=False)
-    _global_options(early)
+    _global_options(early, in_command=False)
     options, _ = early.parse_known_args(argv)
     _configure_logging(options.debug)
     try:

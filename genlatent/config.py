@@ -85,13 +85,16 @@ class OptimConfig:
 
 @attrs.define
 class DataConfig:
-    """Where the training images come from."""
+    """Source of the training images."""
 
     dataset: str = "mnist"
     # Folder to look in first; None searches $GENLATENT_DATA, the user cache
     # folder and /usr/share/datasets/<dataset>.
     root: str | None = None
     split: str = "train"
+    # Try a download into the user cache folder when no local copy is found.
+    # $GENLATENT_NO_DOWNLOAD=1 turns downloads off everywhere.
+    download: bool = True
     # DataLoader worker processes for data sets decoded from files; in-memory
     # data sets ignore it.
     num_workers: int = attrs.field(default=0, validator=non_negative)

@@ -8,7 +8,8 @@ Data sets are looked up in this order, and the first complete copy wins:
    ``~/.cache/genlatent``);
 4. the system data set folder ``/usr/share/datasets/<name>``, where Debian's
    ``dataset-*`` packages install files (``$GENLATENT_SYSTEM_DATASETS`` moves it);
-5. a download into the user cache folder, where the data set offers one.
+5. a download into the user cache folder, where the data set offers one and
+   downloads are on (``data.download``, ``$GENLATENT_NO_DOWNLOAD``).
 
 Images stay ``uint8`` until they reach the training device, where
 :func:`scale_images` maps them to the generator's output range.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import gzip
+import hashlib
 import logging
 import os
 import shutil
@@ -39,6 +41,13 @@ logger = logging.getLogger(__name__)
 DATA_ENV = "GENLATENT_DATA"
 SYSTEM_DATASETS_ENV = "GENLATENT_SYSTEM_DATASETS"
 SYSTEM_DATASETS = "/usr/share/datasets"
+NO_DOWNLOAD_ENV = "GENLATENT_NO_DOWNLOAD"
+
+
+def downloads_enabled(config: DataConfig) -> bool:
+    """Whether a data set may be downloaded under this config and environment."""
+    disabled = os.environ.get(NO_DOWNLOAD_ENV, "").lower() in ("1", "true", "yes")
+    return config.download and not disabled
 
 
 def cache_folder() -> Path:
@@ -146,11 +155,13 @@ def check_idx_file(path: Path, source: Path) -> None:
 class IDXDatasetSource(DatasetSource):
     """MNIST-style data sets stored as four IDX files, read by torchvision.
 
-    A folder qualifies when it holds the four files either uncompressed or as
+    A folder qualifies when it contains the four files either uncompressed or as
     the original ``.gz`` archives, directly or in torchvision's
-    ``<ClassName>/raw`` layout. Archives are checked against their MD5 and
-    extracted once into the user cache folder, since system folders are
-    read-only.
+    ``<ClassName>/raw`` layout. Every file's IDX header and size are checked
+    before torchvision reads it. Archives are extracted once into the user
+    cache folder, since system folders are read-only; the extracted copy is
+    keyed by the archives' path, size and modification time, so a changed or
+    different source is extracted anew.
     """
 
     image_shape = (1, 28, 28)
@@ -181,16 +192,20 @@ class IDXDatasetSource(DatasetSource):
                 raw_folder = self._usable_raw_folder(layout)
                 if raw_folder is not None:
                     return self._read(raw_folder, config.split, str(layout))
-        download_error = self._try_download()
-        if download_error is None:
-            raw_folder = cache_folder() / self.torchvision_class.__name__ / "raw"
+        download_note = self._try_download(config)
+        if download_note is None:
+            # torchvision lays a download out as <root>/<ClassName>/raw, which
+            # the cache folder's lookup above finds next time.
+            raw_folder = (
+                cache_folder() / self.name / self.torchvision_class.__name__ / "raw"
+            )
             return self._read(raw_folder, config.split, str(raw_folder))
         names = ", ".join(name for name, _ in self.archives)
         raise DataError(
             f"data set {self.name!r} not found. Looked for {names} (or the same "
-            f"files uncompressed) in: {', '.join(map(str, searched))}; the "
-            f"download failed: {download_error}. Put the files in one of these "
-            f"folders, set data.root=FOLDER or ${DATA_ENV}, or on Debian run "
+            f"files uncompressed) in: {', '.join(map(str, searched))}; "
+            f"{download_note}. Put the files in one of these folders, set "
+            f"data.root=FOLDER or ${DATA_ENV}, or on Debian run "
             f"`apt-get install dataset-{self.name}`."
         )
 
@@ -199,13 +214,21 @@ class IDXDatasetSource(DatasetSource):
             return None
         raw_names = [name.removesuffix(".gz") for name, _ in self.archives]
         if all((folder / name).is_file() for name in raw_names):
+            for name in raw_names:
+                check_idx_file(folder / name, folder / name)
             return folder
         if all((folder / name).is_file() for name, _ in self.archives):
             return self._extract(folder)
         return None
 
     def _extract(self, folder: Path) -> Path:
-        target = cache_folder() / "extracted" / self.name
+        fingerprint = hashlib.sha256()
+        for name, _ in self.archives:
+            status = (folder / name).stat()
+            fingerprint.update(
+                f"{(folder / name).resolve()}|{status.st_size}|{status.st_mtime_ns}\n".encode()
+            )
+        target = cache_folder() / "extracted" / self.name / fingerprint.hexdigest()[:16]
         for name, _ in self.archives:
             source = folder / name
             destination = target / name.removesuffix(".gz")
@@ -258,13 +281,21 @@ class IDXDatasetSource(DatasetSource):
             num_classes=self.num_classes,
         )
 
-    def _try_download(self) -> str | None:
-        root = cache_folder()
+    def _try_download(self, config: DataConfig) -> str | None:
+        """Download into the cache folder; None on success, else a note on
+        why there is no download for the not-found message."""
+        if not downloads_enabled(config):
+            return (
+                f"no download was tried (data.download=false or ${NO_DOWNLOAD_ENV} "
+                "is set)"
+            )
+        root = cache_folder() / self.name
         try:
             self.torchvision_class(str(root), train=True, download=True)
             self.torchvision_class(str(root), train=False, download=True)
         except Exception as error:
-            return f"{type(error).__name__}: {error}".replace("\n", " ")
+            reason = f"{type(error).__name__}: {error}".replace("\n", " ")
+            return f"the download into {root} failed: {reason}"
         return None
 
 

@@ -116,7 +116,7 @@ def _kinds() -> tuple[RegistryKind, ...]:
 
 @attrs.define
 class PluginRecord:
-    """What genlatent knows about one plugin."""
+    """Load status and registrations of one plugin."""
 
     name: str
     distribution: str | None
@@ -175,10 +175,17 @@ class PluginHost:
 
     # -- loading -----------------------------------------------------------
 
-    def report(self, message: str, cause: BaseException | None = None) -> None:
-        """Record a plugin problem: a warning, or an error in strict mode."""
+    def report(
+        self,
+        problem: str,
+        consequence: str,
+        cause: BaseException | None = None,
+    ) -> None:
+        """Record a plugin problem: a warning naming what was skipped, or
+        an error in strict mode."""
         if self.strict:
-            raise PluginError(message) from cause
+            raise PluginError(f"{problem} (strict plugin mode)") from cause
+        message = f"{problem}; {consequence}"
         self.problems.append(message)
         logger.warning("%s", message)
 
@@ -190,20 +197,30 @@ class PluginHost:
         except Exception as error:
             record.status = "failed"
             record.error = f"{type(error).__name__}: {error}"
-            self.report(f"{record.origin} is invalid and was skipped: {record.error}")
+            self.report(f"{record.origin} is invalid: {record.error}", "it was skipped")
 
     def collect(self) -> None:
-        """Call every plugin's register hooks, one plugin at a time."""
-        loaded = [r.name for r in self.records.values() if r.status == "loaded"]
+        """Call every plugin's register hooks, one plugin at a time.
+
+        A plugin whose hook raises is marked failed and contributes nothing:
+        what it registered before is withdrawn and its later hooks are not
+        called.
+        """
         for kind in _kinds():
             entries = self.registry.setdefault(kind.plural, {})
             impls = {
                 impl.plugin_name: impl
                 for impl in getattr(self.manager.hook, kind.hook).get_hookimpls()
             }
-            for plugin_name in loaded:
-                if plugin_name in impls:
-                    self._call(kind, impls[plugin_name], entries)
+            for record in list(self.records.values()):
+                if record.status == "loaded" and record.name in impls:
+                    self._call(kind, impls[record.name], entries)
+
+    def _withdraw(self, record: PluginRecord) -> None:
+        for plural, names in record.registered.items():
+            for name in names:
+                self.registry[plural].pop(name, None)
+        record.registered = {}
 
     def _call(
         self,
@@ -217,7 +234,8 @@ class PluginHost:
             if not kind.check(obj):
                 self.report(
                     f"{record.origin} registered {obj!r} with {kind.hook}, which "
-                    f"expects {kind.expected}; it was skipped"
+                    f"expects {kind.expected}",
+                    "it was skipped",
                 )
                 return
             name = kind.key(obj)
@@ -225,8 +243,8 @@ class PluginHost:
                 first = self.records[entries[name][1]]
                 self.report(
                     f"{record.origin} registers {kind.plural.removesuffix('s')} "
-                    f"{name!r}, which {first.origin} already registered; the first "
-                    "registration wins, so this one is ignored"
+                    f"{name!r}, which {first.origin} already registered",
+                    "the first registration wins, so this one is ignored",
                 )
                 return
             entries[name] = (obj, record.name)
@@ -239,8 +257,11 @@ class PluginHost:
         except Exception as error:
             record.status = "failed"
             record.error = f"{type(error).__name__}: {error}"
+            self._withdraw(record)
             self.report(
-                f"{record.origin} failed in {kind.hook}: {record.error}", cause=error
+                f"{record.origin} failed in {kind.hook}: {record.error}",
+                "nothing it registers is used",
+                cause=error,
             )
 
 
@@ -266,6 +287,7 @@ def load_plugins(
     *,
     disable: Iterable[str] = (),
     strict: bool | None = None,
+    extra: Iterable[object] = (),
 ) -> PluginHost:
     """Discover, load and collect every plugin.
 
@@ -274,6 +296,9 @@ def load_plugins(
             those in ``$GENLATENT_DISABLE_PLUGINS``.
         strict: raise PluginError on the first plugin problem instead of
             warning; defaults to ``$GENLATENT_STRICT_PLUGINS``.
+        extra: plugin objects or modules to register after the entry points,
+            for plugins defined in a notebook or a test. Each is named by its
+            ``__name__`` attribute, or by its class name.
     """
     from genlatent import defaults
 
@@ -302,8 +327,8 @@ def load_plugins(
         if entry_point.name in host.records:
             host.report(
                 f"{record.origin} uses the entry-point name {entry_point.name!r}, "
-                f"which {host.records[entry_point.name].origin} already uses; "
-                "it was skipped"
+                f"which {host.records[entry_point.name].origin} already uses",
+                "it was skipped",
             )
             continue
         if entry_point.name in disabled or distribution in disabled:
@@ -317,11 +342,15 @@ def load_plugins(
             record.error = f"{type(error).__name__}: {error}"
             host.records[record.name] = record
             host.report(
-                f"{record.origin} failed to import and was skipped: {record.error} "
+                f"{record.origin} failed to import: {record.error} "
                 f"(disable it with {DISABLE_ENV}={entry_point.name})",
+                "it was skipped",
                 cause=error,
             )
             continue
         host.add(plugin, record)
+    for plugin in extra:
+        name = getattr(plugin, "__name__", type(plugin).__name__)
+        host.add(plugin, PluginRecord(name, None, None, builtin=False))
     host.collect()
     return host

@@ -1,7 +1,7 @@
 """Running an experiment: config resolution, the run folder and the loop.
 
 :func:`run_experiment` is the Python API behind ``genlatent run``. A run folder
-holds ``config.json`` (the resolved config), ``metrics.jsonl`` (one record per
+contains ``config.json`` (the resolved config), ``metrics.jsonl`` (one record per
 logging step), ``samples/`` (PNG grids), ``checkpoints/`` and wandb's files.
 """
 
@@ -116,7 +116,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 @attrs.frozen
 class RunResult:
-    """What a finished run left behind."""
+    """Outcome of a finished run: its folder, step count and last metrics."""
 
     run_dir: Path
     steps: int
@@ -153,13 +153,14 @@ def prepare_experiment(config: ExperimentConfig, plugins: PluginHost) -> Experim
     return Experiment(config, latent_spec, architecture, dataset, data, device)
 
 
-def build_trainer(experiment: Experiment, plugins: PluginHost) -> AdversarialTrainer:
-    """Build the regularizers and the trainer of a prepared experiment."""
-    config = experiment.config
+def build_trainer(
+    config: ExperimentConfig, plugins: PluginHost, device: torch.device
+) -> AdversarialTrainer:
+    """Build the networks, regularizers and optimizers of an experiment."""
+    latent_spec = LatentSpec.from_config(config.latent)
+    architecture: Architecture = plugins.get("architectures", config.architecture)
     context = RegularizerContext(
-        architecture=experiment.architecture,
-        latent_spec=experiment.latent_spec,
-        device=experiment.device,
+        architecture=architecture, latent_spec=latent_spec, device=device
     )
     regularizers: list[Regularizer] = [
         plugins.get("regularizers", name)(regularizer_config, context)
@@ -167,20 +168,20 @@ def build_trainer(experiment: Experiment, plugins: PluginHost) -> AdversarialTra
     ]
     return AdversarialTrainer(
         config,
-        architecture=experiment.architecture,
-        latent_spec=experiment.latent_spec,
+        architecture=architecture,
+        latent_spec=latent_spec,
         loss=plugins.get("losses", config.loss),
         regularizers=regularizers,
-        device=experiment.device,
+        device=device,
     )
 
 
 def prepare_run_folder(out: Path, config: ExperimentConfig, overwrite: bool) -> None:
-    """Create ``out`` for a new run, refusing a folder that holds another run."""
+    """Create ``out`` for a new run, rejecting a folder that contains another run."""
     existing = out / CONFIG_FILE
     if existing.exists() and not overwrite:
         raise RunFolderError(
-            f"{out} already holds a run ({existing}); choose another --out, or "
+            f"{out} already contains a run ({existing}); choose another --out, or "
             "pass --overwrite to replace it"
         )
     if overwrite and existing.exists():
@@ -279,7 +280,7 @@ def run_experiment(
     config = resolve_config(experiment, overrides, plugins=plugins)
     seed_everything(config.trainer.seed, config.trainer.deterministic)
     prepared = prepare_experiment(config, plugins)
-    trainer = build_trainer(prepared, plugins)
+    trainer = build_trainer(config, plugins, prepared.device)
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out) if out is not None else Path("runs") / f"{config.name}-{stamp}"

@@ -9,7 +9,7 @@ One training step draws a latent batch, generates images once, then updates
 2. the generator, through the just-updated discriminator, minimising the
    adversarial generator loss plus every regularizer's generator-side term.
 
-The trainer knows nothing of any particular regularizer: InfoGAN's
+The trainer has no code for any particular regularizer. InfoGAN's
 mutual-information term and others arrive through plugins.
 """
 
@@ -143,43 +143,68 @@ class AdversarialTrainer:
         """
         real = scale_images(real_images, self.architecture.output_range, torch.float32)
         latent = self.sample_latent(real.shape[0])
+        # One generator forward serves both updates: the discriminator update
+        # uses it detached, and the generator parameters do not change before
+        # the generator update backpropagates through it.
         fake = self.generator(latent)
         metrics: dict[str, torch.Tensor | float] = {}
         step = self.step + 1
+        if self.discriminator_update(step, real, latent, fake, metrics):
+            self.generator_update(step, latent, fake, metrics)
+        self.step = step
+        return metrics
 
+    def discriminator_update(
+        self,
+        step: int,
+        real: torch.Tensor,
+        latent: torch.Tensor,
+        fake: torch.Tensor,
+        metrics: dict[str, torch.Tensor | float],
+    ) -> bool:
+        """Update the discriminator and regularizer modules; False if skipped."""
         real_logits, _ = self.discriminator(real)
         fake_logits, fake_features = self.discriminator(fake.detach())
         d_loss = self.loss.discriminator_loss(real_logits, fake_logits)
-        detached = GeneratedBatch(latent, fake.detach(), fake_features)
-        d_terms = [
-            (regularizer.name, regularizer.discriminator_term(detached))
+        batch = GeneratedBatch(latent, fake.detach(), fake_features)
+        terms = [
+            (regularizer.name, regularizer.discriminator_term(batch))
             for regularizer in self._regularizers
         ]
-        d_total = _sum_terms(d_loss, d_terms, metrics, "d")
+        total = _sum_terms(d_loss, terms, metrics, "d")
         metrics["d_loss"] = d_loss.detach()
-        if not self._check_finite(step, "discriminator", d_total, metrics):
-            return metrics
+        if not self._check_finite(step, "discriminator", total, metrics):
+            return False
         self.discriminator_optimizer.zero_grad(set_to_none=True)
-        d_total.backward()
+        total.backward()
         self.discriminator_optimizer.step()
+        return True
 
+    def generator_update(
+        self,
+        step: int,
+        latent: torch.Tensor,
+        fake: torch.Tensor,
+        metrics: dict[str, torch.Tensor | float],
+    ) -> bool:
+        """Update the generator through the current discriminator; False if
+        skipped."""
         with frozen(self.discriminator, self.regularizers):
-            generated_logits, generated_features = self.discriminator(fake)
-            g_loss = self.loss.generator_loss(generated_logits)
-            generated = GeneratedBatch(latent, fake, generated_features)
-            g_terms = [
-                (regularizer.name, regularizer.generator_term(generated))
+            logits, features = self.discriminator(fake)
+            g_loss = self.loss.generator_loss(logits)
+            batch = GeneratedBatch(latent, fake, features)
+            terms = [
+                (regularizer.name, regularizer.generator_term(batch))
                 for regularizer in self._regularizers
             ]
-            g_total = _sum_terms(g_loss, g_terms, metrics, "g")
+            total = _sum_terms(g_loss, terms, metrics, "g")
             metrics["g_loss"] = g_loss.detach()
-            if not self._check_finite(step, "generator", g_total, metrics):
-                return metrics
+            if not self._check_finite(step, "generator", total, metrics):
+                return False
             self.generator_optimizer.zero_grad(set_to_none=True)
-            g_total.backward()
+            total.backward()
         self.generator_optimizer.step()
-        self.step = step
-        return metrics
+        return True
 
     def _check_finite(
         self,
@@ -198,7 +223,7 @@ class AdversarialTrainer:
             if "loss" in key
         )
         message = (
-            f"step {step}: the {side} loss is {float(total)} ({parts}); "
+            f"step {step}: the {side} loss is {float(total.detach())} ({parts}); "
             "the update was not applied"
         )
         if self.config.trainer.on_divergence == "stop":
@@ -210,7 +235,6 @@ class AdversarialTrainer:
         logger.warning("%s (trainer.on_divergence=skip)", message)
         self.discriminator_optimizer.zero_grad(set_to_none=True)
         self.generator_optimizer.zero_grad(set_to_none=True)
-        self.step = step
         self.skipped_steps += 1
         return False
 

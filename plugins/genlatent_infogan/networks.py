@@ -1,8 +1,9 @@
-"""The InfoGAN paper's networks, one Architecture per data set.
+"""The networks of the InfoGAN paper (Chen et al., 2016, appendix C), one
+Architecture per data set.
 
 Discriminator hidden layers use leaky ReLU with slope 0.1 and generator hidden
-layers ReLU. Layers marked with batch norm in the paper's tables have it and
-the others do not. Every 4x4 convolution pads like TensorFlow's SAME padding.
+layers ReLU. Batch norm sits exactly where the paper's architecture tables put
+it. Every 4x4 convolution pads like TensorFlow's SAME padding.
 """
 
 from __future__ import annotations

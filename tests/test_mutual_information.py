@@ -1,0 +1,181 @@
+"""The mutual-information term: its graph, where its gradient goes, and what
+it trains."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from genlatent_infogan import MutualInformation
+
+from genlatent.plugins import load_plugins
+from genlatent.regularizers import GeneratedBatch
+from genlatent.run import build_trainer, resolve_config
+from genlatent.trainer import AdversarialTrainer
+
+
+def mnist_trainer(*overrides: str) -> AdversarialTrainer:
+    plugins = load_plugins()
+    config = resolve_config(
+        "infogan-mnist",
+        ["trainer.batch_size=8", "wandb.mode=disabled", *overrides],
+        plugins=plugins,
+    )
+    torch.manual_seed(0)
+    return build_trainer(config, plugins, torch.device("cpu"))
+
+
+def mi_module(trainer: AdversarialTrainer) -> MutualInformation:
+    module = trainer.regularizers["mi"]
+    assert isinstance(module, MutualInformation)
+    return module
+
+
+def zero_grads(trainer: AdversarialTrainer) -> None:
+    for module in (trainer.generator, trainer.discriminator, trainer.regularizers):
+        module.zero_grad(set_to_none=True)
+
+
+def generated(trainer: AdversarialTrainer, *, detach: bool) -> GeneratedBatch:
+    latent = trainer.sample_latent(8)
+    images = trainer.generator(latent)
+    if detach:
+        images = images.detach()
+    _, features = trainer.discriminator(images)
+    return GeneratedBatch(latent, images, features)
+
+
+def assert_all_nonzero(module: torch.nn.Module, what: str) -> None:
+    for name, parameter in module.named_parameters():
+        assert parameter.grad is not None, f"{what}.{name} has no gradient"
+        assert torch.isfinite(parameter.grad).all(), f"{what}.{name} not finite"
+        assert parameter.grad.norm() > 0, f"{what}.{name} gradient is zero"
+
+
+def assert_all_absent_or_zero(module: torch.nn.Module, what: str) -> None:
+    for name, parameter in module.named_parameters():
+        assert parameter.grad is None or torch.all(parameter.grad == 0), (
+            f"{what}.{name} received a gradient"
+        )
+
+
+# -- FC-01: the term is a live graph --------------------------------------------
+
+
+def test_mi_loss_has_graph_and_reaches_generator_and_head():
+    trainer = mnist_trainer()
+    mi = mi_module(trainer)
+    zero_grads(trainer)
+    loss, _ = mi.loss(generated(trainer, detach=False))
+    assert loss.requires_grad
+    assert loss.grad_fn is not None
+    loss.backward()
+    assert_all_nonzero(trainer.generator, "generator")
+    assert_all_nonzero(mi.recognition_head, "recognition_head")
+
+
+def test_mi_alone_lowers_categorical_nll():
+    trainer = mnist_trainer()
+    mi = mi_module(trainer)
+    spec = trainer.latent_spec
+    fixed_latent = spec.sample(8, generator=torch.Generator().manual_seed(99))
+    parameters = [*trainer.generator.parameters(), *mi.recognition_head.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=1e-3)
+
+    def categorical_nll() -> float:
+        with torch.no_grad():
+            images = trainer.generator(fixed_latent)
+            _, features = trainer.discriminator(images)
+            posterior = mi.recognition_head(features)
+            return (
+                spec.negative_log_likelihoods(posterior, fixed_latent)["c1"]
+                .mean()
+                .item()
+            )
+
+    before = categorical_nll()
+    for _ in range(20):
+        optimizer.zero_grad(set_to_none=True)
+        images = trainer.generator(fixed_latent)
+        _, features = trainer.discriminator(images)
+        loss, _ = mi.loss(GeneratedBatch(fixed_latent, images, features))
+        loss.backward()
+        optimizer.step()
+    after = categorical_nll()
+    assert before - after > 1e-3
+
+
+# -- FC-02: where the gradient goes --------------------------------------------
+
+
+def test_mi_gradient_reaches_trunk_not_adversarial_head():
+    trainer = mnist_trainer()
+    mi = mi_module(trainer)
+    zero_grads(trainer)
+    loss, _ = mi.loss(generated(trainer, detach=False))
+    loss.backward()
+    assert_all_nonzero(trainer.generator, "generator")
+    assert_all_nonzero(mi.recognition_head, "recognition_head")
+    assert_all_nonzero(trainer.discriminator.trunk, "trunk")
+    assert_all_absent_or_zero(
+        trainer.discriminator.adversarial_head, "adversarial_head"
+    )
+
+
+def test_discriminator_term_trains_trunk_and_head_only():
+    trainer = mnist_trainer()
+    mi = mi_module(trainer)
+    zero_grads(trainer)
+    term = mi.discriminator_term(generated(trainer, detach=True))
+    term.loss.backward()
+    assert_all_nonzero(trainer.discriminator.trunk, "trunk")
+    assert_all_nonzero(mi.recognition_head, "recognition_head")
+    assert_all_absent_or_zero(trainer.generator, "generator")
+    assert_all_absent_or_zero(
+        trainer.discriminator.adversarial_head, "adversarial_head"
+    )
+
+
+def test_full_step_under_anomaly_detection():
+    trainer = mnist_trainer()
+    real = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    with torch.autograd.set_detect_anomaly(True):
+        metrics = trainer.train_step(real)
+    for key in ("d_loss", "g_loss", "mi/c1", "mi/c2", "mi/c3"):
+        assert torch.isfinite(torch.as_tensor(metrics[key])), key
+
+
+def test_update_generator_false_keeps_mi_from_generator():
+    trainer = mnist_trainer("mi.update_generator=false")
+    mi = mi_module(trainer)
+    zero_grads(trainer)
+    batch = generated(trainer, detach=False)
+    assert mi.generator_term(batch) is None
+    # The discriminator-side term sees detached images, as in the trainer.
+    _, features = trainer.discriminator(batch.images.detach())
+    term = mi.discriminator_term(
+        GeneratedBatch(batch.latent_input, batch.images.detach(), features)
+    )
+    term.loss.backward()
+    assert_all_absent_or_zero(trainer.generator, "generator")
+    assert_all_nonzero(mi.recognition_head, "recognition_head")
+    assert_all_nonzero(trainer.discriminator.trunk, "trunk")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "weights"),
+    [
+        ((), {"c1": 1.0, "c2": 1.0, "c3": 1.0}),
+        (
+            ("mi.lambda_disc=2.0", "mi.lambda_cont=0.05"),
+            {"c1": 2.0, "c2": 0.05, "c3": 0.05},
+        ),
+    ],
+)
+def test_lambdas_weight_codes_by_kind(overrides, weights):
+    trainer = mnist_trainer(*overrides)
+    mi = mi_module(trainer)
+    batch = generated(trainer, detach=True)
+    loss, metrics = mi.loss(batch)
+    expected = -sum(weights[name] * metrics[f"mi/{name}"] for name in weights)
+    assert mi.weights == weights
+    assert loss.item() == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
