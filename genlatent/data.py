@@ -224,10 +224,10 @@ class IDXDatasetSource(DatasetSource):
     def _extract(self, folder: Path) -> Path:
         fingerprint = hashlib.sha256()
         for name, _ in self.archives:
-            status = (folder / name).stat()
-            fingerprint.update(
-                f"{(folder / name).resolve()}|{status.st_size}|{status.st_mtime_ns}\n".encode()
-            )
+            archive = (folder / name).resolve()
+            status = archive.stat()
+            key = f"{archive}|{status.st_size}|{status.st_mtime_ns}\n"
+            fingerprint.update(key.encode())
         target = cache_folder() / "extracted" / self.name / fingerprint.hexdigest()[:16]
         for name, _ in self.archives:
             source = folder / name
