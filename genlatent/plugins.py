@@ -202,19 +202,29 @@ class PluginHost:
     def collect(self) -> None:
         """Call every plugin's register hooks, one plugin at a time.
 
-        A plugin whose hook raises is marked failed and contributes nothing:
-        what it registered before is withdrawn and its later hooks are not
-        called.
+        Plugins register in load order, each calling all its hooks before the
+        next one starts. A plugin whose hook raises is marked failed and
+        contributes nothing: what it registered is withdrawn before any later
+        plugin registers, and its remaining hooks are not called.
         """
-        for kind in _kinds():
-            entries = self.registry.setdefault(kind.plural, {})
-            impls = {
+        kinds = _kinds()
+        impls = {
+            kind.hook: {
                 impl.plugin_name: impl
                 for impl in getattr(self.manager.hook, kind.hook).get_hookimpls()
             }
-            for record in list(self.records.values()):
-                if record.status == "loaded" and record.name in impls:
-                    self._call(kind, impls[record.name], entries)
+            for kind in kinds
+        }
+        for record in list(self.records.values()):
+            for kind in kinds:
+                if record.status != "loaded":
+                    break
+                impl = impls[kind.hook].get(record.name)
+                if impl is not None:
+                    entries = self.registry.setdefault(kind.plural, {})
+                    self._call(kind, impl, entries)
+        for kind in kinds:
+            self.registry.setdefault(kind.plural, {})
 
     def _withdraw(self, record: PluginRecord) -> None:
         for plural, names in record.registered.items():
