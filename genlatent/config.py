@@ -293,8 +293,11 @@ def _set_latent_field(
         raise ConfigError(f"override {key!r}: a code's {field} cannot be overridden")
     previous = code.get(field)
     value: Any
-    if previous is None:
-        value = None if raw.lower() in ("none", "null") else _literal(raw)
+    if raw.lower() in ("none", "null"):
+        # Validated below: fields that take None (fixed_std) accept it.
+        value = None
+    elif previous is None:
+        value = _literal(raw)
     else:
         value = parse_value(raw, type(previous), key)
     # Build the code to validate the field now rather than at training time.

@@ -202,7 +202,7 @@ def test_cli_show_lists_layers():
     output = result.stdout
     assert '"name": "infogan-mnist"' in output
     assert "latent input: 74 values: c1[0:10], c2[10:11], c3[11:12], z[12:74]" in output
-    assert "recognition outputs: 14" in output
+    assert "recognition outputs: 12" in output
     # Table 1: the generator's last layer makes 1x28x28 images, and the
     # discriminator's trunk ends in 1024 features.
     assert "1x28x28" in output

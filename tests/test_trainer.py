@@ -159,6 +159,9 @@ def test_same_seed_same_step():
 # -- divergence guard -----------------------------------------------------------
 
 
+LEARNED_STD = ("latent.c2.fixed_std=none", "latent.c3.fixed_std=none")
+
+
 class CollapsedStdNetworks(MNISTNetworks):
     """MNIST networks whose recognition head starts with log-std bias -60."""
 
@@ -169,7 +172,8 @@ class CollapsedStdNetworks(MNISTNetworks):
         output = head[-1]
         assert isinstance(output, torch.nn.Linear)
         with torch.no_grad():
-            # MNIST spec: 10 logits, then means (c2, c3) and log-stds (c2, c3).
+            # With learned stds, Q's outputs are 10 logits, then c2's mean and
+            # log-std, then c3's mean and log-std.
             output.bias[11] = -60.0
             output.bias[13] = -60.0
         return head
@@ -185,7 +189,9 @@ class CollapsedStdPlugin:
 
 def test_collapsed_std_stops_at_first_step():
     trainer = trainer_for(
-        "architecture=collapsed-std", plugins=load_plugins(extra=[CollapsedStdPlugin()])
+        *LEARNED_STD,
+        "architecture=collapsed-std",
+        plugins=load_plugins(extra=[CollapsedStdPlugin()]),
     )
     before = {
         n: p.detach().clone() for n, p in trainer.discriminator.named_parameters()
@@ -202,6 +208,29 @@ def test_collapsed_std_stops_at_first_step():
         *trainer.discriminator.parameters(),
     ]:
         assert torch.isfinite(parameter).all()
+
+
+@requires_fashion_mnist
+def test_collapsed_std_run_stops_with_message(tmp_path):
+    plugins = load_plugins(extra=[CollapsedStdPlugin()])
+    with pytest.raises(DivergenceError) as error:
+        run_experiment(
+            "infogan-fashion-mnist",
+            [
+                *LEARNED_STD,
+                "architecture=collapsed-std",
+                "trainer.max_steps=50",
+                "trainer.batch_size=16",
+                "trainer.checkpoint_every=10",
+                "trainer.progress=false",
+                "wandb.mode=disabled",
+            ],
+            out=tmp_path / "run",
+            plugins=plugins,
+        )
+    assert str(error.value).startswith("step 1: the discriminator loss is inf")
+    assert "d_loss/mi=inf" in str(error.value)
+    assert list_checkpoints(tmp_path / "run" / "checkpoints") == []
 
 
 @attrs.define
