@@ -98,6 +98,18 @@ class DataConfig:
     # DataLoader worker processes for data sets decoded from files; in-memory
     # data sets ignore it.
     num_workers: int = attrs.field(default=0, validator=non_negative)
+    # Side in pixels of the centered square that image-folder data sets cut
+    # from each image before resizing. None uses the data set's default and 0
+    # the largest centered square. Other data sets ignore it.
+    crop: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            [attrs.validators.instance_of(int), non_negative]
+        ),
+    )
+    # Leave out image files that fail to decode, with a warning naming each,
+    # instead of stopping with an error before training starts.
+    skip_corrupt: bool = False
 
 
 @attrs.define

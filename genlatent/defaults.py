@@ -10,6 +10,7 @@ from torchvision import datasets
 
 from genlatent.data import IDXDatasetSource
 from genlatent.hookspecs import Register, hookimpl
+from genlatent.image_data import image_data_sources
 from genlatent.latent import CODE_KINDS
 from genlatent.losses import StandardGANLoss
 
@@ -33,6 +34,8 @@ def register_datasets(register: Register) -> None:
             "Fashion-MNIST clothing images, 28x28 gray, 10 classes",
         )
     )
+    for source in image_data_sources():
+        register(source)
 
 
 @hookimpl

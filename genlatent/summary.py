@@ -44,7 +44,7 @@ def format_table(title: str, rows: list[tuple[str, str, tuple[int, ...], int]]) 
     lines = [title]
     header = ("layer", "type", "output shape", "parameters")
     cells = [header] + [
-        (name, kind, "x".join(map(str, shape[1:])) or "-", f"{count:,}")
+        (name or "-", kind, "x".join(map(str, shape[1:])) or "-", f"{count:,}")
         for name, kind, shape, count in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(4)]

@@ -6,7 +6,13 @@ from __future__ import annotations
 from genlatent.hookspecs import Register, hookimpl
 from genlatent_infogan.experiments import experiments
 from genlatent_infogan.mutual_information import MutualInformation
-from genlatent_infogan.networks import MNISTNetworks
+from genlatent_infogan.networks import (
+    CelebANetworks,
+    ChairsNetworks,
+    FacesNetworks,
+    MNISTNetworks,
+    SVHNNetworks,
+)
 
 
 @hookimpl
@@ -16,7 +22,14 @@ def register_regularizers(register: Register) -> None:
 
 @hookimpl
 def register_architectures(register: Register) -> None:
-    register(MNISTNetworks())
+    for architecture in (
+        MNISTNetworks(),
+        SVHNNetworks(),
+        CelebANetworks(),
+        FacesNetworks(),
+        ChairsNetworks(),
+    ):
+        register(architecture)
 
 
 @hookimpl
