@@ -1,5 +1,7 @@
 """genlatent: generative models with interpretable latent codes, for PyTorch."""
 
+import importlib.metadata
+
 from genlatent.config import ExperimentConfig
 from genlatent.errors import GenlatentError
 from genlatent.hookspecs import hookimpl
@@ -13,7 +15,7 @@ from genlatent.latent import (
 from genlatent.plugins import load_plugins
 from genlatent.run import RunResult, resolve_config, run_experiment
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("genlatent")
 
 __all__ = [
     "CategoricalCode",

@@ -24,6 +24,8 @@ from genlatent.errors import CheckpointError
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
+# The part of torch's weights-only error that names the rejected global.
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -104,10 +106,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error) else ""
+        found = _UNSUPPORTED_GLOBAL.search(str(error))
+        detail = f": it imports {found.group(1)}" if found else ""
         raise UnsafeCheckpointError(
-            f"checkpoint {path} holds disallowed objects and was not loaded "
-            f"({first_line}). genlatent checkpoints hold only tensors and plain "
+            f"checkpoint {path} contains disallowed objects and was not loaded"
+            f"{detail}. genlatent checkpoints contain only tensors and plain "
             "values; load files only from sources you trust."
         ) from None
     except FileNotFoundError:
@@ -121,6 +124,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a genlatent checkpoint")
     return state
+
+
+def remove_partial_files(folder: Path) -> list[Path]:
+    """Delete temporaries left by writers that were killed mid-save.
+
+    Call this only when no other process writes to ``folder``, such as when a
+    run resumes.
+    """
+    removed = []
+    if folder.is_dir():
+        for path in folder.glob(".step_*.pt.*.tmp"):
+            path.unlink()
+            logger.info("removed partial checkpoint %s", path)
+            removed.append(path)
+    return removed
 
 
 def load_latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -17,7 +17,7 @@ from genlatent.config import dumps
 from genlatent.errors import GenlatentError
 from genlatent.latent import LatentSpec
 from genlatent.plugins import PluginHost, load_plugins
-from genlatent.run import resolve_config, run_experiment
+from genlatent.run import resolve_config, resume_run, run_experiment
 from genlatent.summary import format_table, layer_table
 
 logger = logging.getLogger("genlatent")
@@ -104,6 +104,23 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--overwrite", action="store_true", help="replace a run already in --out"
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest checkpoint",
+    )
+
+    resume = commands.add_parser(
+        "resume", help="continue a run from its newest checkpoint"
+    )
+    _global_options(resume, in_command=True)
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
+    resume.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="changes to the saved config, for example trainer.max_steps=10000",
     )
 
     plugins = commands.add_parser(
@@ -212,16 +229,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             _command_show(plugins, args.experiment, args.overrides)
         elif args.command == "plugins":
             _command_plugins(plugins, args.json)
-        elif args.command == "run":
-            result = run_experiment(
-                args.experiment,
-                args.overrides,
-                out=args.out,
-                overwrite=args.overwrite,
-                plugins=plugins,
-            )
+        elif args.command in ("run", "resume"):
+            if args.command == "run":
+                result = run_experiment(
+                    args.experiment,
+                    args.overrides,
+                    out=args.out,
+                    overwrite=args.overwrite,
+                    resume=args.resume,
+                    plugins=plugins,
+                )
+            else:
+                result = resume_run(args.run_dir, args.overrides, plugins=plugins)
             state = "interrupted at" if result.interrupted else "finished"
             print(f"{state} step {result.steps}; run folder: {result.run_dir}")
+            # 130 is the shell's status for a run stopped by a signal.
             return 130 if result.interrupted else 0
     except GenlatentError as error:
         if args.debug:

@@ -7,9 +7,11 @@ logging step), ``samples/`` (PNG grids), ``checkpoints/`` and wandb's files.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import math
+import os
 import random
 import signal
 import sys
@@ -27,7 +29,11 @@ import torch
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from genlatent.checkpoint import save_checkpoint
+from genlatent.checkpoint import (
+    load_latest_checkpoint,
+    remove_partial_files,
+    save_checkpoint,
+)
 from genlatent.config import (
     ExperimentConfig,
     apply_overrides,
@@ -35,12 +41,12 @@ from genlatent.config import (
     config_to_dict,
 )
 from genlatent.data import BatchStream, DatasetSource, ImageData
-from genlatent.errors import ConfigError, DataError, RunFolderError
+from genlatent.errors import CheckpointError, ConfigError, DataError, RunFolderError
 from genlatent.latent import LatentSpec
 from genlatent.nn import Architecture
 from genlatent.plugins import PluginHost, load_plugins
 from genlatent.regularizers import Regularizer, RegularizerContext
-from genlatent.tracking import MetricsLogger
+from genlatent.tracking import METRICS_FILE, MetricsLogger, read_metrics
 from genlatent.trainer import AdversarialTrainer
 
 logger = logging.getLogger(__name__)
@@ -240,6 +246,15 @@ class _MetricAccumulator:
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.count += 1
 
+    def state_dict(self) -> dict[str, Any]:
+        """Sums and count of the open interval, as plain floats."""
+        sums = {key: float(value) for key, value in self.sums.items()}
+        return {"sums": sums, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = dict(state["sums"])
+        self.count = int(state["count"])
+
     def means(self) -> dict[str, float]:
         if not self.count:
             return {}
@@ -265,6 +280,7 @@ def run_experiment(
     *,
     out: str | Path | None = None,
     overwrite: bool = False,
+    resume: str | Path | None = None,
     plugins: PluginHost | None = None,
 ) -> RunResult:
     """Train an experiment and return its run folder and final metrics.
@@ -274,9 +290,14 @@ def run_experiment(
         overrides: ``KEY=VALUE`` strings, for example ``trainer.max_steps=500``.
         out: the run folder; by default ``runs/<name>-<timestamp>``.
         overwrite: replace a run already in ``out``.
+        resume: continue the run in this folder instead of starting one (see
+            :func:`resume_run`); ``experiment`` must name the same experiment.
         plugins: a loaded plugin host; loaded from entry points when None.
     """
     plugins = plugins or load_plugins()
+    if resume is not None:
+        name = experiment if isinstance(experiment, str) else experiment.name
+        return resume_run(resume, overrides, experiment=name, plugins=plugins)
     config = resolve_config(experiment, overrides, plugins=plugins)
     seed_everything(config.trainer.seed, config.trainer.deterministic)
     prepared = prepare_experiment(config, plugins)
@@ -286,23 +307,143 @@ def run_experiment(
     run_dir = Path(out) if out is not None else Path("runs") / f"{config.name}-{stamp}"
     prepare_run_folder(run_dir, config, overwrite)
     logger.info("run folder %s, device %s", run_dir, prepared.device)
-    stream = BatchStream(
-        prepared.data,
-        batch_size=config.trainer.batch_size,
-        seed=config.trainer.seed,
-        device=prepared.device,
-        num_workers=config.data.num_workers,
+    metrics_logger = MetricsLogger(
+        run_dir, config.wandb, run_name=run_dir.name, config=config_to_dict(config)
     )
+    try:
+        return _train(trainer, prepared, _stream(prepared), metrics_logger, run_dir)
+    finally:
+        metrics_logger.close()
+
+
+def resume_run(
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    experiment: str | None = None,
+    plugins: PluginHost | None = None,
+) -> RunResult:
+    """Continue a run from its newest readable checkpoint.
+
+    Networks, optimizers, every RNG stream, the data order and the metric
+    log continue where the checkpoint left them, so the resumed run matches
+    an uninterrupted one. ``metrics.jsonl`` records after the checkpoint's
+    step are replaced by the resumed run's, and wandb, which already has
+    them, receives only later steps. Overrides apply to the saved config, for
+    example ``trainer.max_steps=10000`` to train longer.
+
+    Raises:
+        RunFolderError: ``run_dir`` holds no run, another experiment's run, or
+            no readable checkpoint.
+        CheckpointError: the checkpoint does not fit the experiment's codes or
+            networks, or contains disallowed objects.
+    """
+    plugins = plugins or load_plugins()
+    run_dir = Path(run_dir)
+    saved = read_config(run_dir, plugins)
+    if experiment is not None and saved.name != experiment:
+        raise RunFolderError(
+            f"{run_dir} contains a run of {saved.name!r}, not {experiment!r}; "
+            f"resume it with `genlatent resume {run_dir}`"
+        )
+    remove_partial_files(run_dir / CHECKPOINTS_DIR)
+    found = load_latest_checkpoint(run_dir / CHECKPOINTS_DIR)
+    if found is None:
+        raise RunFolderError(
+            f"{run_dir} has no readable checkpoint in {run_dir / CHECKPOINTS_DIR}; "
+            "start a new run instead"
+        )
+    path, state = found
+    config = resolve_config(saved, overrides, plugins=plugins)
+    check_checkpoint_fits(path, state, config)
+    seed_everything(config.trainer.seed, config.trainer.deterministic)
+    prepared = prepare_experiment(config, plugins)
+    trainer = build_trainer(config, plugins, prepared.device)
+    trainer.load_state_dict(state)
+    stream = _stream(prepared)
+    stream.load_state_dict(state["data"])
+    logged_through = truncate_metrics(run_dir, trainer.step)
+    (run_dir / CONFIG_FILE).write_text(
+        json.dumps(config_to_dict(config), indent=2) + "\n", encoding="utf-8"
+    )
+    logger.info("resuming %s from %s (step %d)", run_dir, path, trainer.step)
     metrics_logger = MetricsLogger(
         run_dir,
         config.wandb,
         run_name=run_dir.name,
         config=config_to_dict(config),
+        wandb_id=state.get("wandb_id"),
+        wandb_logged_through=logged_through,
     )
     try:
-        return _train(trainer, prepared, stream, metrics_logger, run_dir)
+        return _train(
+            trainer,
+            prepared,
+            stream,
+            metrics_logger,
+            run_dir,
+            accumulator_state=state.get("accumulator"),
+        )
     finally:
         metrics_logger.close()
+
+
+def check_checkpoint_fits(
+    path: Path, state: dict[str, Any], config: ExperimentConfig
+) -> None:
+    """Raise CheckpointError naming what differs between a checkpoint and
+    the experiment it is loaded into."""
+    saved_codes = {code["name"]: code for code in json.loads(state["latent_spec"])}
+    codes = {code["name"]: code for code in config.latent}
+    differences = []
+    for name in sorted(set(saved_codes) | set(codes)):
+        if name not in codes:
+            differences.append(f"code {name!r} is missing from the experiment")
+        elif name not in saved_codes:
+            differences.append(f"code {name!r} is not in the checkpoint")
+        elif saved_codes[name] != codes[name]:
+            differences.append(
+                f"code {name!r} is {codes[name]} but was {saved_codes[name]}"
+            )
+    saved_architecture = json.loads(state["config"])["architecture"]
+    if saved_architecture != config.architecture:
+        differences.append(
+            f"architecture is {config.architecture!r} but was {saved_architecture!r}"
+        )
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit experiment {config.name!r}: "
+            + "; ".join(differences)
+        )
+
+
+def truncate_metrics(run_dir: Path, step: int) -> int:
+    """Drop ``metrics.jsonl`` records after ``step``; return the last step
+    that was logged before, so sinks that keep it are not sent it again."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return step
+    records = read_metrics(run_dir)
+    logged_through = max((record["step"] for record in records), default=0)
+    kept = [record for record in records if record["step"] <= step]
+    if len(kept) != len(records):
+        temporary = path.with_suffix(".jsonl.tmp")
+        temporary.write_text(
+            "".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8"
+        )
+        os.replace(temporary, path)
+    return max(logged_through, step)
+
+
+def _stream(experiment: Experiment) -> BatchStream:
+    settings = experiment.config.trainer
+    return BatchStream(
+        experiment.data,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        device=experiment.device,
+        num_workers=experiment.config.data.num_workers,
+    )
 
 
 def _train(
@@ -311,6 +452,7 @@ def _train(
     stream: BatchStream,
     metrics_logger: MetricsLogger,
     run_dir: Path,
+    accumulator_state: dict[str, Any] | None = None,
 ) -> RunResult:
     settings = experiment.config.trainer
     latent_spec = experiment.latent_spec
@@ -322,15 +464,19 @@ def _train(
         generator=torch.Generator().manual_seed(settings.seed + 1),
     )
     accumulator = _MetricAccumulator()
+    if accumulator_state is not None:
+        accumulator.load_state_dict(accumulator_state)
     last_record: dict[str, float] = {}
     interval_start, interval_steps = time.perf_counter(), 0
 
     def checkpoint() -> None:
         state = trainer.state_dict()
         state["data"] = stream.state_dict()
+        state["accumulator"] = accumulator.state_dict()
         state["config"] = json.dumps(config_to_dict(experiment.config))
         state["latent_spec"] = json.dumps(latent_spec.to_config())
         state["wandb_id"] = metrics_logger.wandb_id
+        state["genlatent_version"] = importlib.metadata.version("genlatent")
         save_checkpoint(
             state, run_dir / CHECKPOINTS_DIR, trainer.step, settings.keep_checkpoints
         )
@@ -369,11 +515,11 @@ def _train(
                 _save_grid(images, experiment.architecture.output_range, path)
                 metrics_logger.log_images(step, {"samples": path})
 
-            if step % settings.checkpoint_every == 0 or is_last:
+            # A stop signal also ends the run with a checkpoint.
+            stopping = stop.signal_name is not None
+            if step % settings.checkpoint_every == 0 or is_last or stopping:
                 checkpoint()
         interrupted = stop.signal_name is not None
-        if interrupted:
-            checkpoint()
     return RunResult(run_dir, trainer.step, last_record, interrupted)
 
 

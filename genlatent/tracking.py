@@ -58,6 +58,8 @@ class MetricsLogger:
         run_name: the wandb run's display name.
         config: the resolved experiment config, stored with the wandb run.
         wandb_id: the wandb run id; a resumed run passes its original id.
+        wandb_logged_through: the last step wandb already has; records up to
+            it go to ``metrics.jsonl`` only, so wandb's steps keep increasing.
     """
 
     def __init__(
@@ -68,8 +70,10 @@ class MetricsLogger:
         run_name: str,
         config: Mapping[str, Any],
         wandb_id: str | None = None,
+        wandb_logged_through: int = 0,
     ) -> None:
         self.path = run_dir / METRICS_FILE
+        self.wandb_logged_through = wandb_logged_through
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self.mode = resolve_wandb_mode(wandb_config.mode)
         self.wandb_run: Any = None
@@ -120,12 +124,12 @@ class MetricsLogger:
         record = {"step": step, **metrics}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        if self.wandb_run is not None:
+        if self.wandb_run is not None and step > self.wandb_logged_through:
             self.wandb_run.log(dict(metrics), step=step)
 
     def log_images(self, step: int, images: Mapping[str, Path]) -> None:
         """Log PNG files to wandb under the given keys."""
-        if self.wandb_run is None:
+        if self.wandb_run is None or step <= self.wandb_logged_through:
             return
         import wandb
 

@@ -54,16 +54,17 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """Every history row of the single offline wandb run under ``run_dir``."""
-    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    """Every history row of the offline wandb runs under ``run_dir``, in the
+    order the runs started (a resumed run adds one folder per resume)."""
     rows = []
-    for record in read_records(path):
-        if record.WhichOneof("record_type") != "history":
-            continue
-        rows.append(
-            {
-                item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                for item in record.history.item
-            }
-        )
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        for record in read_records(path):
+            if record.WhichOneof("record_type") != "history":
+                continue
+            rows.append(
+                {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
     return rows

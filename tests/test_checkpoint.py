@@ -1,0 +1,271 @@
+"""Checkpoint files: atomic writes, retention, safe loading, and stopping a
+run with a signal."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlatent.checkpoint import (
+    UnsafeCheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from genlatent.errors import CheckpointError
+from genlatent.tracking import read_metrics
+
+from .conftest import requires_fashion_mnist
+
+SHORT = [
+    "trainer.batch_size=16",
+    "trainer.log_every=1",
+    "trainer.sample_every=100000",
+    "trainer.progress=false",
+    "wandb.mode=disabled",
+]
+
+
+def state_at(step: int) -> dict:
+    return {"step": step, "weights": torch.full((4,), float(step))}
+
+
+def genlatent(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "genlatent", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def logged_records(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def wait_for(condition, process: subprocess.Popen[str], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+# -- files ----------------------------------------------------------------------
+
+
+def test_save_load_round_trip(tmp_path):
+    path = save_checkpoint(state_at(7), tmp_path, 7, keep=3)
+    assert path.name == "step_00000007.pt"
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 7
+    assert torch.equal(loaded["weights"], torch.full((4,), 7.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000007.pt"]
+
+
+def test_keeps_newest_checkpoints(tmp_path):
+    for step in (10, 20, 30, 40):
+        save_checkpoint(state_at(step), tmp_path, step, keep=2)
+    names = [path.name for path in list_checkpoints(tmp_path)]
+    assert names == ["step_00000030.pt", "step_00000040.pt"]
+
+
+def test_list_orders_by_step_number(tmp_path):
+    for step in (100, 9, 1000):
+        save_checkpoint(state_at(step), tmp_path, step, keep=5)
+    steps = [load_checkpoint(path)["step"] for path in list_checkpoints(tmp_path)]
+    assert steps == [9, 100, 1000]
+
+
+def test_unwritable_folder_keeps_previous(tmp_path):
+    save_checkpoint(state_at(1), tmp_path, 1, keep=3)
+    # Root ignores permission bits, so the folder is made immutable instead.
+    if subprocess.run(["chattr", "+i", str(tmp_path)]).returncode != 0:
+        pytest.skip("chattr +i is not supported on this file system")
+    try:
+        with pytest.raises(CheckpointError) as error:
+            save_checkpoint(state_at(2), tmp_path, 2, keep=3)
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path)], check=True)
+    message = str(error.value)
+    assert "cannot write checkpoint" in message
+    assert str(tmp_path / "step_00000002.pt") in message
+    assert "Earlier checkpoints" in message
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["step_00000001.pt"]
+    assert load_checkpoint(tmp_path / "step_00000001.pt")["step"] == 1
+    assert [path.name for path in tmp_path.iterdir()] == ["step_00000001.pt"]
+
+
+def test_truncated_file_is_reported(tmp_path):
+    path = save_checkpoint(state_at(3), tmp_path, 3, keep=3)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="unreadable") as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value)
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "step_00000001.pt")
+
+
+# -- code hidden in a pickle ------------------------------------------------------
+
+
+class _WritesMarker:
+    """Unpickling this object creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def write_malicious(path: Path, marker: Path) -> None:
+    torch.save({"step": 5, "payload": _WritesMarker(marker)}, path)
+
+
+def test_pickled_code_is_rejected(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "step_00000005.pt"
+    write_malicious(path, marker)
+    with pytest.raises(UnsafeCheckpointError) as error:
+        load_checkpoint(path)
+    assert "disallowed objects" in str(error.value)
+    assert str(path) in str(error.value)
+    assert not marker.exists()
+    # The same file does run code under full pickle, so the test can fail.
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@requires_fashion_mnist
+def test_resume_rejects_pickled_code(tmp_path):
+    out = tmp_path / "run"
+    finished = genlatent(
+        "run", "infogan-fashion-mnist", *SHORT, "trainer.max_steps=2", "--out", str(out)
+    )
+    assert finished.wait(timeout=600) == 0, finished.communicate()[1]
+    marker = tmp_path / "marker"
+    write_malicious(out / "checkpoints" / "step_00000009.pt", marker)
+    resumed = genlatent("run", "infogan-fashion-mnist", "--resume", str(out))
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 1
+    assert "contains disallowed objects" in stderr
+    assert "Traceback" not in stderr
+    assert not marker.exists()
+
+
+# -- signals and kills during a save ----------------------------------------------
+
+
+@requires_fashion_mnist
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_with_checkpoint(tmp_path, signum):
+    out = tmp_path / "run"
+    process = genlatent(
+        "run",
+        "infogan-fashion-mnist",
+        *SHORT,
+        "trainer.max_steps=100000",
+        "trainer.checkpoint_every=100000",
+        "--out",
+        str(out),
+    )
+    wait_for(lambda: logged_records(out) >= 5, process)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 130
+    assert f"{signal.Signals(signum).name} received" in stderr
+    step = read_metrics(out)[-1]["step"]
+    assert f"interrupted at step {step}" in stdout
+    (checkpoint,) = list_checkpoints(out / "checkpoints")
+    assert load_checkpoint(checkpoint)["step"] == step
+
+
+SLOW_SAVE = """
+    # Test-only start-up hook: every checkpoint after the first is written
+    # halfway, then the process sleeps, so a kill lands mid-write.
+    import io
+    import os
+    import time
+
+    import torch
+
+    _real_save = torch.save
+    _calls = []
+
+
+    def _slow_save(obj, file, *args, **kwargs):
+        _calls.append(1)
+        if len(_calls) == 1 or not hasattr(file, "write"):
+            return _real_save(obj, file, *args, **kwargs)
+        buffer = io.BytesIO()
+        _real_save(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        file.write(data[: len(data) // 2])
+        file.flush()
+        open(os.environ["SLOW_SAVE_MARKER"], "w").close()
+        time.sleep(600)
+        file.write(data[len(data) // 2 :])
+
+
+    torch.save = _slow_save
+"""
+
+
+@requires_fashion_mnist
+def test_kill_during_save_keeps_loadable(tmp_path):
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(textwrap.dedent(SLOW_SAVE))
+    marker = tmp_path / "writing"
+    out = tmp_path / "run"
+    process = genlatent(
+        "run",
+        "infogan-fashion-mnist",
+        *SHORT,
+        "trainer.max_steps=40",
+        "trainer.checkpoint_every=10",
+        "--out",
+        str(out),
+        env={
+            "PYTHONPATH": os.pathsep.join(
+                [str(hooks), os.environ.get("PYTHONPATH", "")]
+            ),
+            "SLOW_SAVE_MARKER": str(marker),
+        },
+    )
+    wait_for(marker.exists, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+
+    folder = out / "checkpoints"
+    final_names = [path.name for path in list_checkpoints(folder)]
+    assert final_names == ["step_00000010.pt"]
+    assert load_checkpoint(folder / "step_00000010.pt")["step"] == 10
+    partial = [path for path in folder.iterdir() if path.name.endswith(".tmp")]
+    assert len(partial) == 1
+    assert partial[0].name.startswith(".step_00000020.pt.")
+
+    resumed = genlatent("resume", str(out))
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr
+    assert [record["step"] for record in read_metrics(out)] == list(range(1, 41))
+    assert not partial[0].exists()
+    assert f"removed partial checkpoint {partial[0]}" in stderr
