@@ -50,6 +50,14 @@ def downloads_enabled(config: DataConfig) -> bool:
     return config.download and not disabled
 
 
+def download_skipped_note(config: DataConfig) -> str | None:
+    """Say why no download is tried for the not-found message, or None when
+    downloads are on."""
+    if downloads_enabled(config):
+        return None
+    return f"no download was tried (data.download=false or ${NO_DOWNLOAD_ENV} is set)"
+
+
 def cache_folder() -> Path:
     """The user cache folder for data sets and extracted files."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
@@ -284,11 +292,9 @@ class IDXDatasetSource(DatasetSource):
     def _try_download(self, config: DataConfig) -> str | None:
         """Download into the cache folder; None on success, else a note on
         why there is no download for the not-found message."""
-        if not downloads_enabled(config):
-            return (
-                f"no download was tried (data.download=false or ${NO_DOWNLOAD_ENV} "
-                "is set)"
-            )
+        skipped = download_skipped_note(config)
+        if skipped is not None:
+            return skipped
         root = cache_folder() / self.name
         try:
             self.torchvision_class(str(root), train=True, download=True)

@@ -28,12 +28,11 @@ from torchvision.datasets import SVHN
 from genlatent.config import DataConfig
 from genlatent.data import (
     DATA_ENV,
-    NO_DOWNLOAD_ENV,
     DatasetSource,
     ImageData,
     cache_folder,
     candidate_folders,
-    downloads_enabled,
+    download_skipped_note,
 )
 from genlatent.errors import DataError
 
@@ -527,11 +526,9 @@ class SVHNSource(DatasetSource):
     def _try_download(self, config: DataConfig) -> str | None:
         """Download the split into the cache folder; None on success, else a
         note on why there is no download for the not-found message."""
-        if not downloads_enabled(config):
-            return (
-                f"no download was tried (data.download=false or ${NO_DOWNLOAD_ENV} "
-                "is set)"
-            )
+        skipped = download_skipped_note(config)
+        if skipped is not None:
+            return skipped
         root = cache_folder() / self.name
         try:
             # torchvision checks the download's MD5.

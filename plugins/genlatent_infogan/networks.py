@@ -34,22 +34,27 @@ class MNISTNetworks(Architecture):
     output_range = (0.0, 1.0)
     feature_dim = 1024
     description = "InfoGAN MNIST networks, 28x28 gray, sigmoid output"
+    # Side of the 128-channel feature maps between the FC and conv layers: a
+    # quarter of the image side.
+    base_size = 7
 
     def build_generator(self, latent_dim: int) -> nn.Module:
+        size = self.base_size
         return nn.Sequential(
             linear_block(latent_dim, 1024, batch_norm=True, activation="relu"),
-            linear_block(1024, 7 * 7 * 128, batch_norm=True, activation="relu"),
-            unflatten(128, 7, 7),
+            linear_block(1024, size * size * 128, batch_norm=True, activation="relu"),
+            unflatten(128, size, size),
             upconv_block(128, 64, stride=2, batch_norm=True, activation="relu"),
             upconv_block(64, 1, stride=2, batch_norm=False, activation="sigmoid"),
         )
 
     def build_trunk(self) -> nn.Module:
+        size = self.base_size
         return nn.Sequential(
             conv_block(1, 64, stride=2, batch_norm=False, activation="lrelu"),
             conv_block(64, 128, stride=2, batch_norm=True, activation="lrelu"),
             flatten(),
-            linear_block(128 * 7 * 7, 1024, batch_norm=True, activation="lrelu"),
+            linear_block(128 * size * size, 1024, batch_norm=True, activation="lrelu"),
         )
 
     def build_recognition_head(self, num_outputs: int) -> nn.Module:
@@ -111,7 +116,7 @@ class CelebANetworks(SVHNNetworks):
     description = "InfoGAN CelebA networks (the SVHN layers), 32x32 color, tanh output"
 
 
-class FacesNetworks(Architecture):
+class FacesNetworks(MNISTNetworks):
     """Networks for 32x32 gray images (3D faces), as in Table 4 of the InfoGAN
     paper.
 
@@ -127,26 +132,8 @@ class FacesNetworks(Architecture):
 
     name = "infogan-faces"
     image_shape = (1, 32, 32)
-    output_range = (0.0, 1.0)
-    feature_dim = 1024
     description = "InfoGAN 3D faces networks, 32x32 gray, sigmoid output"
-
-    def build_generator(self, latent_dim: int) -> nn.Module:
-        return nn.Sequential(
-            linear_block(latent_dim, 1024, batch_norm=True, activation="relu"),
-            linear_block(1024, 8 * 8 * 128, batch_norm=True, activation="relu"),
-            unflatten(128, 8, 8),
-            upconv_block(128, 64, stride=2, batch_norm=True, activation="relu"),
-            upconv_block(64, 1, stride=2, batch_norm=False, activation="sigmoid"),
-        )
-
-    def build_trunk(self) -> nn.Module:
-        return nn.Sequential(
-            conv_block(1, 64, stride=2, batch_norm=False, activation="lrelu"),
-            conv_block(64, 128, stride=2, batch_norm=True, activation="lrelu"),
-            flatten(),
-            linear_block(128 * 8 * 8, 1024, batch_norm=True, activation="lrelu"),
-        )
+    base_size = 8
 
     def build_recognition_head(self, num_outputs: int) -> nn.Module:
         return nn.Linear(self.feature_dim, num_outputs)
