@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST
 
 from genlatent.config import DataConfig
+from genlatent.download import fetch_file
 from genlatent.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -176,11 +177,17 @@ class IDXDatasetSource(DatasetSource):
     num_classes = 10
 
     def __init__(
-        self, name: str, torchvision_class: type[MNIST], description: str
+        self,
+        name: str,
+        torchvision_class: type[MNIST],
+        description: str,
+        mirrors: Sequence[str] | None = None,
     ) -> None:
         self.name = name
         self.torchvision_class = torchvision_class
         self.description = description
+        # Base URLs tried in order for each archive; torchvision's by default.
+        self.mirrors = list(torchvision_class.mirrors if mirrors is None else mirrors)
 
     @property
     def archives(self) -> list[tuple[str, str]]:
@@ -202,12 +209,12 @@ class IDXDatasetSource(DatasetSource):
                     return self._read(raw_folder, config.split, str(layout))
         download_note = self._try_download(config)
         if download_note is None:
-            # torchvision lays a download out as <root>/<ClassName>/raw, which
-            # the cache folder's lookup above finds next time.
-            raw_folder = (
-                cache_folder() / self.name / self.torchvision_class.__name__ / "raw"
-            )
-            return self._read(raw_folder, config.split, str(raw_folder))
+            # Downloads land in the cache folder's lookup location, where the
+            # next run finds them.
+            folder = cache_folder() / self.name
+            raw_folder = self._usable_raw_folder(folder)
+            assert raw_folder is not None, "a complete download was not found"
+            return self._read(raw_folder, config.split, str(folder))
         names = ", ".join(name for name, _ in self.archives)
         raise DataError(
             f"data set {self.name!r} not found. Looked for {names} (or the same "
@@ -290,18 +297,25 @@ class IDXDatasetSource(DatasetSource):
         )
 
     def _try_download(self, config: DataConfig) -> str | None:
-        """Download into the cache folder; None on success, else a note on
-        why there is no download for the not-found message."""
+        """Download the four archives into the cache folder, checking each
+        one's MD5; None on success, else a note on why there is no download
+        for the not-found message."""
         skipped = download_skipped_note(config)
         if skipped is not None:
             return skipped
-        root = cache_folder() / self.name
-        try:
-            self.torchvision_class(str(root), train=True, download=True)
-            self.torchvision_class(str(root), train=False, download=True)
-        except Exception as error:
-            reason = f"{type(error).__name__}: {error}".replace("\n", " ")
-            return f"the download into {root} failed: {reason}"
+        folder = cache_folder() / self.name
+        for name, md5 in self.archives:
+            if (folder / name).is_file():
+                continue
+            try:
+                fetch_file(
+                    [mirror + name for mirror in self.mirrors],
+                    folder / name,
+                    md5,
+                    manual_hint=f"Download it by hand and put it in {folder}.",
+                )
+            except DataError as error:
+                return f"the download failed: {error}"
         return None
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import struct
 import time
+import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from genlatent.data import (
     candidate_folders,
     download_skipped_note,
 )
+from genlatent.download import fetch_file
 from genlatent.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -253,6 +255,31 @@ def _describe_contents(folder: Path) -> str:
     return note
 
 
+@attrs.frozen
+class RemoteFile:
+    """A file a data set can download: its name, MD5 and mirrors.
+
+    A ``.zip`` file is extracted into the data set's cache folder after it
+    passes its MD5 check.
+    """
+
+    name: str
+    md5: str
+    urls: tuple[str, ...]
+
+
+@attrs.frozen
+class Partition:
+    """A file that assigns each image to a split, one ``NAME INDEX`` per line.
+
+    ``splits`` maps a split name to its index; an image listed with another
+    index is left out of that split.
+    """
+
+    file_name: str
+    splits: dict[str, int]
+
+
 class ImageFolderSource(DatasetSource):
     """An unlabelled data set of image files in a folder.
 
@@ -268,7 +295,11 @@ class ImageFolderSource(DatasetSource):
     decoded images stay in memory; larger ones are decoded again on demand by
     the DataLoader with ``data.num_workers`` worker processes.
 
-    The only split is ``train``, made of every image found.
+    Without a ``partition`` file next to the images, the only split is
+    ``train``, made of every image found. With one, each split is the images
+    the file assigns to it. Data sets with ``downloads`` fetch and extract
+    those files into the cache folder when no local copy is found and
+    downloads are on.
     """
 
     def __init__(
@@ -281,6 +312,8 @@ class ImageFolderSource(DatasetSource):
         description: str,
         instructions: str,
         max_in_memory_bytes: int = MAX_IN_MEMORY_BYTES,
+        downloads: Sequence[RemoteFile] = (),
+        partition: Partition | None = None,
     ) -> None:
         channels, height, width = image_shape
         if channels not in (1, 3) or height != width:
@@ -295,6 +328,8 @@ class ImageFolderSource(DatasetSource):
         self.description = description
         self.instructions = instructions
         self.max_in_memory_bytes = max_in_memory_bytes
+        self.downloads = tuple(downloads)
+        self.partition = partition
 
     def transform(self, config: DataConfig) -> ImageTransform:
         """Build the decoding that ``config`` selects."""
@@ -332,13 +367,81 @@ class ImageFolderSource(DatasetSource):
             f"${DATA_ENV}."
         )
 
-    def load(self, config: DataConfig) -> ImageData:
-        if config.split != "train":
+    def download(self, config: DataConfig) -> None:
+        """Fetch and extract ``downloads`` into the cache folder.
+
+        Raises:
+            DataError: a file could not be downloaded; nothing it received is
+                kept.
+        """
+        folder = cache_folder() / self.name
+        for remote in self.downloads:
+            path = folder / remote.name
+            if not path.is_file():
+                fetch_file(
+                    remote.urls,
+                    path,
+                    remote.md5,
+                    manual_hint=f"{self.instructions} Put the file in {folder}.",
+                )
+            if remote.name.endswith(".zip"):
+                logger.info("extracting %s into %s", path, folder)
+                with zipfile.ZipFile(path) as archive:
+                    archive.extractall(folder)
+
+    def select_split(self, folder: Path, files: list[Path], split: str) -> list[Path]:
+        """Keep the files of ``split``, as the partition file assigns them."""
+        partition_path = folder / self.partition.file_name if self.partition else None
+        if (
+            self.partition is None
+            or partition_path is None
+            or not partition_path.is_file()
+        ):
+            if split != "train":
+                raise DataError(
+                    f"data set {self.name!r} in {folder} has the single split "
+                    f"train (all images); got data.split={split!r}"
+                )
+            return files
+        splits = self.partition.splits
+        if split not in splits:
             raise DataError(
-                f"data set {self.name!r} is one folder of images with the single "
-                f"split train; got data.split={config.split!r}"
+                f"data set {self.name!r} has splits {', '.join(splits)}; got "
+                f"data.split={split!r}"
             )
-        folder, files = self.find_files(config)
+        assigned = {}
+        for number, line in enumerate(partition_path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise DataError(
+                    f"{partition_path}, line {number}: expected 'FILE INDEX', got "
+                    f"{line!r}"
+                )
+            assigned[parts[0]] = int(parts[1])
+        wanted = splits[split]
+        return [path for path in files if assigned.get(path.name) == wanted]
+
+    def load(self, config: DataConfig) -> ImageData:
+        try:
+            folder, files = self.find_files(config)
+        except DataError as not_found:
+            if not self.downloads or download_skipped_note(config) is not None:
+                raise
+            try:
+                self.download(config)
+            except DataError as download_error:
+                raise DataError(
+                    f"{not_found} The download failed: {download_error}"
+                ) from None
+            folder, files = self.find_files(config)
+        files = self.select_split(folder, files, config.split)
+        if not files:
+            raise DataError(
+                f"data set {self.name!r} in {folder} has no images in split "
+                f"{config.split!r}"
+            )
         transform = self.transform(config)
         if ImageFile.LOAD_TRUNCATED_IMAGES:
             # With this Pillow global set, truncated files decode without an
@@ -570,9 +673,37 @@ def _chairs_source() -> ImageFolderSource:
     )
 
 
+# Google Drive copies of the official release, with torchvision's MD5s.
+_DRIVE = "https://drive.google.com/uc?export=download&id="
+CELEBA_FILES = (
+    RemoteFile(
+        "img_align_celeba.zip",
+        "00d2c5bc6d35e252742224ab0c1e8fcb",
+        (_DRIVE + "0B7EVK8r0v71pZjFTYXZWM3FlRnM",),
+    ),
+    RemoteFile(
+        "list_attr_celeba.txt",
+        "75e246fa4810816ffd6ee81facbd244c",
+        (_DRIVE + "0B7EVK8r0v71pblRyaVFSWGxPY0U",),
+    ),
+    RemoteFile(
+        "list_eval_partition.txt",
+        "d32c9cbf5e040fd4025c592c306e6668",
+        (_DRIVE + "0B7EVK8r0v71pY0NSMzRuSXJEVkk",),
+    ),
+)
+# The official partition: 162,770 training, 19,867 validation and 19,962 test
+# images, 202,599 in all.
+CELEBA_PARTITION = Partition(
+    "list_eval_partition.txt", {"train": 0, "valid": 1, "test": 2}
+)
+
+
 def _celeba_source() -> ImageFolderSource:
     return ImageFolderSource(
         "celeba",
+        downloads=CELEBA_FILES,
+        partition=CELEBA_PARTITION,
         image_shape=(3, 32, 32),
         layouts=("img_align_celeba/*", "*"),
         # The aligned images are 178x218. A 108 px square spans brow to chin
