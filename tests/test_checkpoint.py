@@ -269,3 +269,47 @@ def test_kill_during_save_keeps_loadable(tmp_path):
     assert [record["step"] for record in read_metrics(out)] == list(range(1, 41))
     assert not partial[0].exists()
     assert f"removed partial checkpoint {partial[0]}" in stderr
+
+
+def resident_kib(pid: int) -> tuple[int, int]:
+    """Current and peak resident memory of a process, in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.split()[0] if value.split() else "0"
+    return int(fields["VmRSS"]), int(fields["VmHWM"])
+
+
+@pytest.mark.slow
+@requires_fashion_mnist
+def test_long_run_memory_stays_flat(tmp_path):
+    # Resident memory after warm-up (step 100) must not grow by the end of a
+    # 1000-step run with logging, sample grids and checkpoints all active.
+    out = tmp_path / "run"
+    process = genlatent(
+        "run",
+        "infogan-fashion-mnist",
+        "trainer.max_steps=1000",
+        "trainer.log_every=10",
+        "trainer.sample_every=100",
+        "trainer.checkpoint_every=100",
+        "trainer.progress=false",
+        "wandb.mode=offline",
+        "--out",
+        str(out),
+    )
+    wait_for(lambda: logged_records(out) >= 10, process)
+    after_warm_up, _ = resident_kib(process.pid)
+    samples = []
+    while process.poll() is None:
+        try:
+            samples.append(resident_kib(process.pid))
+        except (FileNotFoundError, ProcessLookupError, KeyError):
+            break
+        time.sleep(0.5)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    late = [current for current, _ in samples[len(samples) // 2 :]]
+    peak = max(peak for _, peak in samples)
+    assert max(late) - after_warm_up < 64 * 1024
+    assert peak < 1.5 * 1024 * 1024
