@@ -5,6 +5,13 @@ import importlib.metadata
 from genlatent.config import ExperimentConfig
 from genlatent.errors import GenlatentError
 from genlatent.hookspecs import hookimpl
+from genlatent.inspection import (
+    LoadedRun,
+    load_run,
+    predict_codes,
+    sample,
+    traverse,
+)
 from genlatent.latent import (
     CategoricalCode,
     ContinuousCode,
@@ -24,10 +31,15 @@ __all__ = [
     "GenlatentError",
     "LatentCode",
     "LatentSpec",
+    "LoadedRun",
     "NoiseCode",
     "RunResult",
     "hookimpl",
     "load_plugins",
+    "load_run",
+    "predict_codes",
     "resolve_config",
     "run_experiment",
+    "sample",
+    "traverse",
 ]

@@ -53,6 +53,27 @@ def save_checkpoint(state: dict[str, Any], folder: Path, step: int, keep: int) -
     untouched.
     """
     final = checkpoint_path(folder, step)
+    try:
+        save_state(state, final)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise CheckpointError(
+            f"cannot write checkpoint {final}: {reason}. Earlier checkpoints in "
+            f"{folder} are unchanged; free disk space or fix the folder's "
+            "permissions, then resume."
+        ) from error
+    for old in list_checkpoints(folder)[:-keep]:
+        old.unlink()
+    logger.info("saved checkpoint %s", final)
+    return final
+
+
+def save_state(state: dict[str, Any], final: Path) -> None:
+    """Write ``state`` to ``final`` atomically through a fsynced temporary file.
+
+    Raises OSError and leaves any earlier file under ``final`` untouched.
+    """
+    folder = final.parent
     temporary: str | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -66,20 +87,9 @@ def save_checkpoint(state: dict[str, Any], folder: Path, step: int, keep: int) -
         os.replace(temporary, final)
         temporary = None
         _fsync_folder(folder)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise CheckpointError(
-            f"cannot write checkpoint {final}: {reason}. Earlier checkpoints in "
-            f"{folder} are unchanged; free disk space or fix the folder's "
-            "permissions, then resume."
-        ) from error
     finally:
         if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
-    for old in list_checkpoints(folder)[:-keep]:
-        old.unlink()
-    logger.info("saved checkpoint %s", final)
-    return final
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 import torch
@@ -15,10 +16,13 @@ from tqdm import tqdm
 from genlatent import __version__
 from genlatent.config import dumps
 from genlatent.errors import GenlatentError
+from genlatent.inspection import load_run, sample, save_traversals
 from genlatent.latent import LatentSpec
+from genlatent.plotting import plot_mutual_information
 from genlatent.plugins import PluginHost, load_plugins
 from genlatent.run import resolve_config, resume_run, run_experiment
 from genlatent.summary import format_table, layer_table
+from genlatent.traversal import image_grid, save_labelled_grid
 
 logger = logging.getLogger("genlatent")
 
@@ -123,12 +127,157 @@ def _build_parser() -> argparse.ArgumentParser:
         help="changes to the saved config, for example trainer.max_steps=10000",
     )
 
+    _add_inspection_commands(commands)
+
     plugins = commands.add_parser(
         "plugins", help="list loaded plugins and what they registered"
     )
     _global_options(plugins, in_command=True)
     plugins.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def _add_inspection_commands(commands: argparse._SubParsersAction) -> None:
+    sample = commands.add_parser("sample", help="save a grid of samples from a run")
+    _global_options(sample, in_command=True)
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
+    sample.add_argument("--n", type=int, default=64, help="number of samples")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    _checkpoint_option(sample)
+    sample.add_argument(
+        "--out", metavar="PNG", help="output file (default RUN_DIR/samples.png)"
+    )
+
+    traverse = commands.add_parser(
+        "traverse",
+        help="save one grid per code, varying that code along each row",
+    )
+    _global_options(traverse, in_command=True)
+    traverse.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
+    traverse.add_argument(
+        "--code",
+        action="append",
+        metavar="NAME",
+        help="code to traverse (repeatable; default every categorical and "
+        "continuous code)",
+    )
+    traverse.add_argument(
+        "--range",
+        type=float,
+        nargs=2,
+        default=(-2.0, 2.0),
+        metavar=("LOW", "HIGH"),
+        help="values a continuous code sweeps (default -2 2)",
+    )
+    traverse.add_argument(
+        "--steps", type=int, default=10, help="columns of a continuous code's grid"
+    )
+    traverse.add_argument(
+        "--rows", type=int, default=10, help="rows: draws of the other inputs"
+    )
+    traverse.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    _checkpoint_option(traverse)
+    traverse.add_argument(
+        "--out", metavar="DIR", help="output folder (default RUN_DIR/traversals)"
+    )
+
+    plot = commands.add_parser(
+        "plot",
+        aliases=["curves"],
+        help="plot each code's mutual-information lower bound over training "
+        "(needs matplotlib)",
+    )
+    _global_options(plot, in_command=True)
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
+    plot.add_argument(
+        "--out",
+        metavar="PNG",
+        help="output file (default RUN_DIR/mutual_information.png)",
+    )
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="score a run: mutual information, clustering of real images, FID; "
+        "writes RUN_DIR/eval.json",
+    )
+    _global_options(evaluate, in_command=True)
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
+    evaluate.add_argument(
+        "--split", default="test", help="data set split of the real images"
+    )
+    evaluate.add_argument(
+        "--num-samples",
+        type=int,
+        default=10_000,
+        help="generated images for mutual information and FID",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    evaluate.add_argument(
+        "--features",
+        choices=("auto", "classifier", "inception"),
+        default="auto",
+        help="FID features: a classifier trained on the data set's labels, or "
+        "Inception v3 when its weights are on disk (auto: Inception if present)",
+    )
+    evaluate.add_argument(
+        "--classifier-epochs",
+        type=int,
+        default=2,
+        help="training epochs of the feature classifier when none is cached",
+    )
+    _checkpoint_option(evaluate)
+
+
+def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="checkpoint to load, a path or a name in RUN_DIR/checkpoints "
+        "(default the newest)",
+    )
+
+
+def _command_sample(plugins: PluginHost, args: argparse.Namespace) -> None:
+    run = load_run(args.run_dir, args.checkpoint, plugins=plugins)
+    images = sample(run, args.n, args.seed)
+    path = Path(args.out) if args.out else run.run_dir / "samples.png"
+    grid = image_grid(images, run.architecture.output_range, num_columns=8)
+    save_labelled_grid(
+        grid, f"{run.config.name}, step {run.step}, seed {args.seed}", path
+    )
+    print(f"wrote {args.n} samples from step {run.step} to {path}")
+
+
+def _command_traverse(plugins: PluginHost, args: argparse.Namespace) -> None:
+    run = load_run(args.run_dir, args.checkpoint, plugins=plugins)
+    paths = save_traversals(
+        run,
+        args.code,
+        value_range=tuple(args.range),
+        steps=args.steps,
+        rows=args.rows,
+        seed=args.seed,
+        out=Path(args.out) if args.out else None,
+    )
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def _command_eval(plugins: PluginHost, args: argparse.Namespace) -> None:
+    from genlatent.evaluation import EVAL_FILE, evaluate_run, format_report
+
+    run = load_run(args.run_dir, args.checkpoint, plugins=plugins)
+    result = evaluate_run(
+        run,
+        split=args.split,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        features=args.features,
+        classifier_epochs=args.classifier_epochs,
+        plugins=plugins,
+    )
+    print(format_report(result))
+    print(f"wrote {run.run_dir / EVAL_FILE}")
 
 
 def _command_list(plugins: PluginHost) -> None:
@@ -229,6 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             _command_show(plugins, args.experiment, args.overrides)
         elif args.command == "plugins":
             _command_plugins(plugins, args.json)
+        elif args.command == "sample":
+            _command_sample(plugins, args)
+        elif args.command == "traverse":
+            _command_traverse(plugins, args)
+        elif args.command in ("plot", "curves"):
+            path = plot_mutual_information(args.run_dir, args.out)
+            print(f"wrote {path}")
+        elif args.command == "eval":
+            _command_eval(plugins, args)
         elif args.command in ("run", "resume"):
             if args.command == "run":
                 result = run_experiment(

@@ -46,3 +46,11 @@ class DivergenceError(GenlatentError, FloatingPointError):
 
 class RunFolderError(GenlatentError, FileExistsError):
     """A run folder cannot be used for the requested run."""
+
+
+class ImageFormatError(GenlatentError, ValueError):
+    """Images have the wrong shape, dtype or value range for a function."""
+
+
+class MissingExtraError(GenlatentError, ImportError):
+    """An optional dependency that a command needs is not installed."""

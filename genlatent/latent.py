@@ -399,17 +399,34 @@ class LatentSpec:
         Codes draw from ``generator`` one after another in spec order, so the
         same generator state always gives the same batch.
         """
+        values = self.sample_values(
+            batch_size, generator=generator, device=device, dtype=dtype
+        )
+        return self.concat_input(values)
+
+    def sample_values(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> dict[str, torch.Tensor]:
+        """Draw ``{code name: (batch_size, input_dim)}`` values from the priors.
+
+        These are the draws that :meth:`sample` concatenates, so a caller can
+        replace some codes' values and still lay out the rest identically.
+        """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int):
             raise LatentSpecError(f"batch_size must be an integer, got {batch_size!r}")
         if batch_size < 1:
             raise LatentSpecError(f"batch_size must be positive, got {batch_size}")
-        values = {
+        return {
             code.name: code.sample(
                 batch_size, generator=generator, device=device, dtype=dtype
             )
             for code in self.codes
         }
-        return self.concat_input(values)
 
     def concat_input(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Assemble per-code ``(batch, input_dim)`` values into one generator input.

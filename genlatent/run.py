@@ -48,12 +48,22 @@ from genlatent.plugins import PluginHost, load_plugins
 from genlatent.regularizers import Regularizer, RegularizerContext
 from genlatent.tracking import METRICS_FILE, MetricsLogger, read_metrics
 from genlatent.trainer import AdversarialTrainer
+from genlatent.traversal import (
+    TRAVERSALS_DIR,
+    image_grid,
+    save_labelled_grid,
+    traversal_inputs,
+    traversal_label,
+)
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
+# Rows of the traversal grid written per code at each sampling step, so a
+# 10-way code or a 10-step sweep costs 100 generator outputs.
+TRAINING_TRAVERSAL_ROWS = 10
 
 
 def resolve_config(
@@ -193,7 +203,7 @@ def prepare_run_folder(out: Path, config: ExperimentConfig, overwrite: bool) -> 
     if overwrite and existing.exists():
         for name in ("metrics.jsonl", CONFIG_FILE):
             (out / name).unlink(missing_ok=True)
-        for folder in (SAMPLES_DIR, CHECKPOINTS_DIR):
+        for folder in (SAMPLES_DIR, CHECKPOINTS_DIR, TRAVERSALS_DIR):
             for path in (out / folder).glob("*"):
                 path.unlink()
     (out / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
@@ -513,7 +523,27 @@ def _train(
                 path = run_dir / SAMPLES_DIR / f"step_{step:08d}.png"
                 images = trainer.generate(sample_latent)
                 _save_grid(images, experiment.architecture.output_range, path)
-                metrics_logger.log_images(step, {"samples": path})
+                logged = {"samples": path}
+                for code in latent_spec.scored_codes:
+                    # Seeded apart from the training stream, so every step's
+                    # grid starts from the same draws and resume stays exact.
+                    latent, num_columns = traversal_inputs(
+                        latent_spec,
+                        code.name,
+                        rows=TRAINING_TRAVERSAL_ROWS,
+                        generator=torch.Generator().manual_seed(settings.seed + 2),
+                    )
+                    grid = image_grid(
+                        trainer.generate(latent),
+                        experiment.architecture.output_range,
+                        num_columns,
+                    )
+                    logged[f"traversal/{code.name}"] = save_labelled_grid(
+                        grid,
+                        f"step {step}, {traversal_label(latent_spec, code.name)}",
+                        run_dir / TRAVERSALS_DIR / f"step_{step:08d}_{code.name}.png",
+                    )
+                metrics_logger.log_images(step, logged)
 
             # A stop signal also ends the run with a checkpoint.
             stopping = stop.signal_name is not None
