@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -201,11 +202,11 @@ def prepare_run_folder(out: Path, config: ExperimentConfig, overwrite: bool) -> 
             "pass --overwrite to replace it"
         )
     if overwrite and existing.exists():
-        for name in ("metrics.jsonl", CONFIG_FILE):
+        # Remove only what a run writes, so other files in the folder stay.
+        for name in (METRICS_FILE, CONFIG_FILE, "eval.json"):
             (out / name).unlink(missing_ok=True)
-        for folder in (SAMPLES_DIR, CHECKPOINTS_DIR, TRAVERSALS_DIR):
-            for path in (out / folder).glob("*"):
-                path.unlink()
+        for folder in (SAMPLES_DIR, CHECKPOINTS_DIR, TRAVERSALS_DIR, "wandb"):
+            shutil.rmtree(out / folder, ignore_errors=True)
     (out / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
     (out / CHECKPOINTS_DIR).mkdir(exist_ok=True)
     (out / CONFIG_FILE).write_text(

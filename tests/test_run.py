@@ -262,3 +262,19 @@ def test_categorical_code_reaches_entropy(tmp_path):
     records = read_metrics(result.run_dir)
     last_three = [record["mi/c1"] for record in records[-3:]]
     assert min(last_three) > math.log(10) - 0.1
+
+
+def test_overwrite_replaces_only_run_files(tmp_path):
+    out = tmp_path / "run"
+    run_experiment("infogan-fashion-mnist", [*SHORT_RUN, "wandb.mode=offline"], out=out)
+    (out / "notes.txt").write_text("kept")
+    run_experiment(
+        "infogan-fashion-mnist",
+        [*SHORT_RUN, "trainer.max_steps=2", "wandb.mode=disabled"],
+        out=out,
+        overwrite=True,
+    )
+    assert [record["step"] for record in read_metrics(out)] == [2]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000002.pt"]
+    assert not (out / "wandb").exists()
+    assert (out / "notes.txt").read_text() == "kept"
