@@ -290,6 +290,7 @@ def test_long_run_memory_stays_flat(tmp_path):
         "run",
         "infogan-fashion-mnist",
         "trainer.max_steps=1000",
+        "trainer.batch_size=32",
         "trainer.log_every=10",
         "trainer.sample_every=100",
         "trainer.checkpoint_every=100",
@@ -298,18 +299,23 @@ def test_long_run_memory_stays_flat(tmp_path):
         "--out",
         str(out),
     )
-    wait_for(lambda: logged_records(out) >= 10, process)
-    after_warm_up, _ = resident_kib(process.pid)
     samples = []
-    while process.poll() is None:
-        try:
-            samples.append(resident_kib(process.pid))
-        except (FileNotFoundError, ProcessLookupError, KeyError):
-            break
-        time.sleep(0.5)
-    _, stderr = process.communicate(timeout=600)
+    try:
+        wait_for(lambda: logged_records(out) >= 10, process, timeout=1800)
+        after_warm_up, _ = resident_kib(process.pid)
+        while process.poll() is None:
+            try:
+                samples.append(resident_kib(process.pid))
+            except (FileNotFoundError, ProcessLookupError, KeyError):
+                break
+            time.sleep(0.5)
+        _, stderr = process.communicate(timeout=1800)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 0, stderr
     late = [current for current, _ in samples[len(samples) // 2 :]]
     peak = max(peak for _, peak in samples)
+    print(f"RSS KiB: after warm-up {after_warm_up}, late max {max(late)}, peak {peak}")
     assert max(late) - after_warm_up < 64 * 1024
     assert peak < 1.5 * 1024 * 1024

@@ -238,9 +238,11 @@ def test_categorical_code_learned_on_fashion_mnist(tmp_path):
     )
     records = read_metrics(result.run_dir)
     first, last = records[0]["mi/c1"], records[-1]["mi/c1"]
-    assert last > 1.8
+    # An untrained Q scores every category alike, L_I = 0. The 2000-step run
+    # in docs/results.md logged 1.81 nats over steps 1-50 and 2.21 by step 250.
+    assert last > math.log(10) - 0.2
     assert last <= math.log(10) + 1e-6
-    assert last > first + 0.5
+    assert last > first
 
 
 @pytest.mark.slow
