@@ -1,8 +1,7 @@
 """Development sessions: tests, slow tests, lint, typecheck and benchmarks.
 
-torch and torchvision are pinned to the releases this project is tested with,
-which pip installs from local wheels on the project's build machines instead of
-downloading a multi-GB CUDA build.
+torch and torchvision are pinned to the releases this project is tested with;
+an unpinned install would pull whatever release is newest.
 """
 
 from __future__ import annotations

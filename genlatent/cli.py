@@ -367,7 +367,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    # KEY=VALUE overrides may also follow options such as --out, which a
+    # plain parse rejects once the positional arguments have been consumed.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        takes_overrides = args.command in ("run", "show", "resume")
+        if not takes_overrides or any(
+            "=" not in arg or arg.startswith("-") for arg in extra
+        ):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if args.command is None:
         parser.print_help()
         return 0
@@ -399,8 +408,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             else:
                 result = resume_run(args.run_dir, args.overrides, plugins=plugins)
-            state = "interrupted at" if result.interrupted else "finished"
-            print(f"{state} step {result.steps}; run folder: {result.run_dir}")
+            if result.interrupted:
+                folder = result.run_dir
+                print(
+                    f"interrupted at step {result.steps}; run folder: {folder}; "
+                    f"continue with `genlatent resume {folder}`"
+                )
+            else:
+                print(f"finished step {result.steps}; run folder: {result.run_dir}")
             # 130 is the shell's status for a run stopped by a signal.
             return 130 if result.interrupted else 0
     except GenlatentError as error:

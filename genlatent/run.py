@@ -161,6 +161,17 @@ def prepare_experiment(config: ExperimentConfig, plugins: PluginHost) -> Experim
     dataset: DatasetSource = plugins.get("datasets", config.data.dataset)
     device = select_device(config.trainer.device)
     data = dataset.load(config.data)
+    logger.info(
+        "data set %s: %d images from %s", dataset.name, len(data), data.location
+    )
+    root = config.data.root
+    if root and not Path(data.location).resolve().is_relative_to(Path(root).resolve()):
+        logger.warning(
+            "data.root=%s has no %s data set; using the one found in %s",
+            root,
+            dataset.name,
+            data.location,
+        )
     if tuple(data.image_shape) != tuple(architecture.image_shape):
         raise DataError(
             f"data set {dataset.name!r} gives images of shape {data.image_shape}, "

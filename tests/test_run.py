@@ -147,7 +147,8 @@ def test_wandb_mode_env_honoured(tmp_path, monkeypatch):
 
 def test_cli_run_writes_run_folder(tmp_path):
     out = tmp_path / "run"
-    result = cli("run", "infogan-fashion-mnist", *SHORT_RUN, "--out", str(out))
+    # Overrides may follow --out as well as precede it.
+    result = cli("run", "infogan-fashion-mnist", "--out", str(out), *SHORT_RUN)
     assert result.returncode == 0, result.stderr
     assert f"finished step 4; run folder: {out}" in result.stdout
     assert len(read_metrics(out)) == 2
