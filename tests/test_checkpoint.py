@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -314,8 +315,13 @@ def test_long_run_memory_stays_flat(tmp_path):
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, stderr
-    late = [current for current, _ in samples[len(samples) // 2 :]]
+    # Checkpoint writes add a transient buffer of the state's size (about
+    # 90 MB here), so the medians of the first and last quarters of the run
+    # are compared rather than single samples.
+    quarter = max(len(samples) // 4, 1)
+    early = statistics.median(current for current, _ in samples[:quarter])
+    late = statistics.median(current for current, _ in samples[-quarter:])
     peak = max(peak for _, peak in samples)
-    print(f"RSS KiB: after warm-up {after_warm_up}, late max {max(late)}, peak {peak}")
-    assert max(late) - after_warm_up < 64 * 1024
+    print(f"RSS KiB: warm-up {after_warm_up}, early {early}, late {late}, peak {peak}")
+    assert late - early < 32 * 1024
     assert peak < 1.5 * 1024 * 1024
