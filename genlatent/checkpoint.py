@@ -29,7 +29,7 @@ _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
-    """The file name of the checkpoint taken after ``step`` updates."""
+    """Return the file name of the checkpoint taken after ``step`` updates."""
     return folder / f"step_{step:08d}.pt"
 
 

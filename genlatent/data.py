@@ -46,7 +46,7 @@ NO_DOWNLOAD_ENV = "GENLATENT_NO_DOWNLOAD"
 
 
 def downloads_enabled(config: DataConfig) -> bool:
-    """Whether a data set may be downloaded under this config and environment."""
+    """Return whether this config and environment allow a download."""
     disabled = os.environ.get(NO_DOWNLOAD_ENV, "").lower() in ("1", "true", "yes")
     return config.download and not disabled
 
@@ -60,7 +60,7 @@ def download_skipped_note(config: DataConfig) -> str | None:
 
 
 def cache_folder() -> Path:
-    """The user cache folder for data sets and extracted files."""
+    """Return the user cache folder for data sets and extracted files."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
         os.path.expanduser("~"), ".cache"
     )
@@ -168,7 +168,7 @@ class IDXDatasetSource(DatasetSource):
     the original ``.gz`` archives, directly or in torchvision's
     ``<ClassName>/raw`` layout. Every file's IDX header and size are checked
     before torchvision reads it. Archives are extracted once into the user
-    cache folder, since system folders are read-only; the extracted copy is
+    cache folder, since system folders are read-only. The extracted copy is
     keyed by the archives' path, size and modification time, so a changed or
     different source is extracted anew.
     """

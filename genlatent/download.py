@@ -1,6 +1,6 @@
 """Downloads that check what they receive.
 
-A server that cannot serve a file often answers with something else: an HTML
+A server that cannot serve a file often returns something else: an HTML
 page saying a quota is exceeded, a login page, or a 403. :func:`fetch_file`
 tries each mirror in turn, rejects web pages and files whose MD5 differs, and
 keeps nothing it rejected, so a bad download is reported at once with what to
@@ -36,7 +36,7 @@ class ChecksumError(OSError):
 
 
 def looks_like_web_page(first_bytes: bytes, content_type: str) -> bool:
-    """Whether a response is an HTML page rather than a data file."""
+    """Return whether a response is an HTML page rather than a data file."""
     start = first_bytes.lstrip()[:15].lower()
     return content_type == "text/html" or start.startswith(
         (b"<!doctype html", b"<html")

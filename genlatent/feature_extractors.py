@@ -201,7 +201,7 @@ def train_classifier(
 
 
 def classifier_cache_path(dataset: str) -> Path:
-    """Where the feature classifier of ``dataset`` is cached."""
+    """Return the path where the feature classifier of ``dataset`` is cached."""
     return cache_folder() / "feature-extractors" / f"{dataset}.pt"
 
 
@@ -280,7 +280,7 @@ def _read_cached_classifier(path: Path, epochs: int) -> dict[str, Any] | None:
 
 
 def local_inception_weights() -> Path | None:
-    """The Inception weights file on disk, or None when torch-fidelity or the
+    """Return the Inception weights file on disk, or None when torch-fidelity or the
     file is missing. Nothing is downloaded."""
     if importlib.util.find_spec("torch_fidelity") is None:
         return None

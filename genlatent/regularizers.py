@@ -45,7 +45,7 @@ class RegularizerTerm:
 
 @attrs.frozen
 class RegularizerContext:
-    """What a regularizer may build from."""
+    """Inputs a regularizer builds its modules from."""
 
     architecture: Architecture
     latent_spec: LatentSpec

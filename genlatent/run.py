@@ -355,7 +355,7 @@ def resume_run(
     example ``trainer.max_steps=10000`` to train longer.
 
     Raises:
-        RunFolderError: ``run_dir`` holds no run, another experiment's run, or
+        RunFolderError: ``run_dir`` contains no run, another experiment's run, or
             no readable checkpoint.
         CheckpointError: the checkpoint does not fit the experiment's codes or
             networks, or contains disallowed objects.

@@ -38,7 +38,7 @@ QUOTA_PAGE = (
 
 @attrs.define
 class Server:
-    """A loopback HTTP server: ``/forbidden/*`` answers 403, ``/page/*`` a
+    """A loopback HTTP server: ``/forbidden/*`` returns 403, ``/page/*`` a
     quota page, ``/files/*`` serves ``root``."""
 
     root: Path

@@ -61,7 +61,7 @@ def assert_all_absent_or_zero(module: torch.nn.Module, what: str) -> None:
 # -- FC-01: the term is a live graph --------------------------------------------
 
 
-def test_mi_loss_has_graph_and_reaches_generator_and_head():
+def test_mi_loss_reaches_generator_head():
     trainer = mnist_trainer()
     mi = mi_module(trainer)
     zero_grads(trainer)
@@ -150,7 +150,7 @@ def test_update_generator_false_keeps_mi_from_generator():
     zero_grads(trainer)
     batch = generated(trainer, detach=False)
     assert mi.generator_term(batch) is None
-    # The discriminator-side term sees detached images, as in the trainer.
+    # The discriminator-side term uses detached images, as in the trainer.
     _, features = trainer.discriminator(batch.images.detach())
     term = mi.discriminator_term(
         GeneratedBatch(batch.latent_input, batch.images.detach(), features)

@@ -230,7 +230,7 @@ def paper_experiments() -> list[ExperimentConfig]:
 
 
 def experiments() -> list[ExperimentConfig]:
-    """Every experiment this plugin registers."""
+    """Build every experiment this plugin registers."""
     return [
         mnist_like(
             "infogan-mnist",
