@@ -25,14 +25,14 @@ def install_project(session: nox.Session, *extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the default test suite (excludes tests marked slow)."""
-    install_project(session, "test")
+    install_project(session, "test", "plot")
     session.run("pytest", "-m", "not slow", *session.posargs)
 
 
 @nox.session(default=False)
 def slow(session: nox.Session) -> None:
     """Run the slow tests: long trainings on real data."""
-    install_project(session, "test")
+    install_project(session, "test", "plot")
     session.run("pytest", "-m", "slow", *session.posargs)
 
 
