@@ -64,18 +64,32 @@ def matmul_flops_per_s(
 
 
 def plain_step(trainer: AdversarialTrainer) -> Callable[[torch.Tensor], None]:
-    """Build the step a user writes without genlatent: two generator forward
-    passes, and the discriminator's weight gradients computed in the
-    generator update too."""
+    """Build the step a user writes without genlatent, on ``trainer``'s
+    networks: the generator runs twice (without gradients for the
+    discriminator update, then again for its own update), the discriminator's
+    weight gradients are computed in the generator update too, and Adam is
+    torch's default implementation. It draws the same latent batch per step
+    as genlatent's step, so both give the same weights up to float rounding.
+    """
     generator, discriminator = trainer.generator, trainer.discriminator
     regularizers = list(trainer.regularizers.values())
     loss = trainer.loss
     output_range = trainer.architecture.output_range
+    optim = trainer.config.optim
+    discriminator_optimizer = torch.optim.Adam(
+        [*discriminator.parameters(), *trainer.regularizers.parameters()],
+        lr=optim.discriminator.lr,
+        betas=(optim.discriminator.beta1, optim.discriminator.beta2),
+    )
+    generator_optimizer = torch.optim.Adam(
+        generator.parameters(),
+        lr=optim.generator.lr,
+        betas=(optim.generator.beta1, optim.generator.beta2),
+    )
 
     def step(real_images: torch.Tensor) -> None:
         real = scale_images(real_images, output_range, torch.float32)
-        batch_size = real.shape[0]
-        latent = trainer.sample_latent(batch_size)
+        latent = trainer.sample_latent(real.shape[0])
         with torch.no_grad():
             fake = generator(latent)
         real_logits, _ = discriminator(real)
@@ -87,11 +101,10 @@ def plain_step(trainer: AdversarialTrainer) -> Callable[[torch.Tensor], None]:
             )  # type: ignore[operator]
             if term is not None:
                 d_total = d_total + term.loss
-        trainer.discriminator_optimizer.zero_grad()
+        discriminator_optimizer.zero_grad()
         d_total.backward()
-        trainer.discriminator_optimizer.step()
+        discriminator_optimizer.step()
 
-        latent = trainer.sample_latent(batch_size)
         fake = generator(latent)
         logits, features = discriminator(fake)
         g_total = loss.generator_loss(logits)
@@ -99,9 +112,9 @@ def plain_step(trainer: AdversarialTrainer) -> Callable[[torch.Tensor], None]:
             term = regularizer.generator_term(GeneratedBatch(latent, fake, features))  # type: ignore[operator]
             if term is not None:
                 g_total = g_total + term.loss
-        trainer.generator_optimizer.zero_grad()
+        generator_optimizer.zero_grad()
         g_total.backward()
-        trainer.generator_optimizer.step()
+        generator_optimizer.step()
 
     return step
 

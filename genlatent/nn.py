@@ -46,6 +46,18 @@ class Conv2dSame(nn.Conv2d):
         left, right = self.same_padding(
             images.shape[-1], self.kernel_size[1], self.stride[1]
         )
+        if top == bottom and left == right:
+            # Symmetric padding (every stride-2 layer on even sides) happens
+            # inside the convolution kernel, saving a padded copy of the input.
+            return F.conv2d(
+                images,
+                self.weight,
+                self.bias,
+                self.stride,
+                (top, left),
+                self.dilation,
+                self.groups,
+            )
         return super().forward(F.pad(images, (left, right, top, bottom)))
 
 

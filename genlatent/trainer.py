@@ -18,14 +18,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from genlatent.config import ExperimentConfig
+from genlatent.config import AdamConfig, ExperimentConfig
 from genlatent.data import scale_images
 from genlatent.errors import CheckpointError, DivergenceError
 from genlatent.latent import LatentSpec
@@ -50,6 +50,22 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     finally:
         for parameter, state in zip(parameters, states, strict=True):
             parameter.requires_grad_(state)
+
+
+# Device types with a fused Adam kernel in torch 2.4 and later.
+FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")
+
+
+def build_adam(
+    parameters: Iterable[nn.Parameter], settings: AdamConfig, *, fused: bool
+) -> torch.optim.Adam:
+    """Build Adam with one network's learning rate and betas."""
+    return torch.optim.Adam(
+        parameters,
+        lr=settings.lr,
+        betas=(settings.beta1, settings.beta2),
+        fused=fused or None,
+    )
 
 
 def _sum_terms(
@@ -106,15 +122,15 @@ class AdversarialTrainer:
         self._regularizers: list[Regularizer] = list(regularizers)
 
         optim = config.optim
-        self.discriminator_optimizer = torch.optim.Adam(
+        self.discriminator_optimizer = build_adam(
             [*self.discriminator.parameters(), *self.regularizers.parameters()],
-            lr=optim.discriminator.lr,
-            betas=(optim.discriminator.beta1, optim.discriminator.beta2),
+            optim.discriminator,
+            fused=optim.fused and device.type in FUSED_ADAM_DEVICES,
         )
-        self.generator_optimizer = torch.optim.Adam(
+        self.generator_optimizer = build_adam(
             self.generator.parameters(),
-            lr=optim.generator.lr,
-            betas=(optim.generator.beta1, optim.generator.beta2),
+            optim.generator,
+            fused=optim.fused and device.type in FUSED_ADAM_DEVICES,
         )
         self.latent_generator = torch.Generator(device=device)
         self.latent_generator.manual_seed(config.trainer.seed)

@@ -1,0 +1,149 @@
+"""Each speed-up of the training step leaves its result equal to the plain step.
+
+The plain step is the one ``benchmarks/throughput.py`` times as its baseline:
+two generator forward passes, discriminator weight gradients in the generator
+update, torch's default Adam and explicitly padded convolutions. The trainer's
+step skips that work or fuses it, which may change float rounding but not the
+math: the structural savings give bitwise equal parameters, and the fused
+optimizer agrees with torch's default Adam to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from genlatent.config import AdamConfig
+from genlatent.nn import Conv2dSame
+from genlatent.plugins import load_plugins
+from genlatent.run import build_trainer, resolve_config
+from genlatent.trainer import AdversarialTrainer, build_adam
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_throughput_module():
+    spec = importlib.util.spec_from_file_location(
+        "throughput", BENCHMARKS / "throughput.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("throughput", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build(*overrides: str, experiment: str = "infogan-mnist") -> AdversarialTrainer:
+    plugins = load_plugins()
+    config = resolve_config(
+        experiment,
+        ["trainer.batch_size=32", "wandb.mode=disabled", *overrides],
+        plugins=plugins,
+    )
+    torch.manual_seed(0)
+    return build_trainer(config, plugins, torch.device("cpu"))
+
+
+def real_batches(trainer: AdversarialTrainer, count: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    shape = trainer.architecture.image_shape
+    return [
+        torch.randint(0, 256, (32, *shape), dtype=torch.uint8, generator=generator)
+        for _ in range(count)
+    ]
+
+
+def parameters_of(trainer: AdversarialTrainer) -> dict[str, torch.Tensor]:
+    # Parameters only: the plain step runs the generator twice per step, so its
+    # batch-norm running statistics move twice as often, which does not change
+    # any training-mode output.
+    modules = {
+        "generator": trainer.generator,
+        "discriminator": trainer.discriminator,
+        "regularizers": trainer.regularizers,
+    }
+    return {
+        f"{prefix}.{name}": parameter.detach().clone()
+        for prefix, module in modules.items()
+        for name, parameter in module.named_parameters()
+    }
+
+
+def max_difference(
+    first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]
+) -> float:
+    assert first.keys() == second.keys()
+    return max(float((first[key] - second[key]).abs().max()) for key in first)
+
+
+@pytest.mark.parametrize("size", [7, 8, 14, 15, 28, 32])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_padding_in_kernel_equals_padded_copy(size: int, stride: int) -> None:
+    torch.manual_seed(size)
+    conv = Conv2dSame(3, 4, 4, stride=stride)
+    images = torch.randn(2, 3, size, size, requires_grad=True)
+    top, bottom = Conv2dSame.same_padding(size, 4, stride)
+    reference_images = images.detach().clone().requires_grad_()
+    reference = F.conv2d(
+        F.pad(reference_images, (top, bottom, top, bottom)),
+        conv.weight,
+        conv.bias,
+        stride=stride,
+    )
+    output = conv(images)
+    torch.testing.assert_close(output, reference, rtol=0, atol=1e-6)
+    gradient = torch.randn_like(output)
+    output.backward(gradient)
+    reference.backward(gradient)
+    assert images.grad is not None and reference_images.grad is not None
+    torch.testing.assert_close(images.grad, reference_images.grad, rtol=0, atol=1e-6)
+
+
+def test_fused_adam_matches_unfused_on_equal_gradients() -> None:
+    # Gradient magnitudes span 1e-12 to 1, so some lie below Adam's eps
+    # (1e-8), where the update is most sensitive to rounding.
+    torch.manual_seed(0)
+    initial = [0.05 * torch.randn(300, 200), 0.05 * torch.randn(64)]
+    fused = [tensor.clone().requires_grad_() for tensor in initial]
+    unfused = [tensor.clone().requires_grad_() for tensor in initial]
+    settings = AdamConfig(lr=1e-3, beta1=0.5, beta2=0.999)
+    fused_adam = build_adam(fused, settings, fused=True)
+    unfused_adam = build_adam(unfused, settings, fused=False)
+    assert fused_adam.defaults["fused"] and not unfused_adam.defaults["fused"]
+    for _ in range(5):
+        for first, second in zip(fused, unfused, strict=True):
+            exponent = torch.empty_like(first).uniform_(-12, 0)
+            gradient = torch.randn_like(first) * 10**exponent
+            first.grad, second.grad = gradient.clone(), gradient.clone()
+        fused_adam.step()
+        unfused_adam.step()
+    for first, second in zip(fused, unfused, strict=True):
+        # A few float32 ulps of parameters near 0.1, about 1e-4 of one step.
+        torch.testing.assert_close(first, second, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("experiment", ["infogan-mnist", "infogan-svhn"])
+def test_trainer_step_equals_plain_step(experiment: str) -> None:
+    # With the same Adam on both sides, skipping the second generator pass and
+    # the discriminator's weight gradients runs the same kernels on the same
+    # values, so the parameters are bitwise equal. Training a GAN amplifies any
+    # rounding difference within a few steps (Adam's first updates are about
+    # lr * sign(gradient), even for gradients below eps), which is why the
+    # fused optimizer is compared on equal gradients above instead.
+    throughput = load_throughput_module()
+    trainer = build("optim.fused=false", experiment=experiment)
+    baseline = build(experiment=experiment)
+    before = parameters_of(trainer)
+    assert max_difference(before, parameters_of(baseline)) == 0.0
+    step = throughput.plain_step(baseline)
+    for batch in real_batches(trainer, 3):
+        trainer.train_step(batch)
+        step(batch)
+    after = parameters_of(trainer)
+    assert all(not torch.equal(before[key], after[key]) for key in before)
+    assert max_difference(after, parameters_of(baseline)) == 0.0
