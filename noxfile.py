@@ -36,6 +36,46 @@ def slow(session: nox.Session) -> None:
     session.run("pytest", "-m", "slow", *session.posargs)
 
 
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Time the training step and a real run on CPU, briefly.
+
+    Extra arguments go to ``benchmarks/throughput.py``; the full GPU sweep is
+    ``python benchmarks/throughput.py --device cuda ...`` (see the README).
+    """
+    install_project(session)
+    session.run(
+        "python",
+        "benchmarks/throughput.py",
+        "--experiment",
+        "infogan-mnist",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "64",
+        "128",
+        "--repeats",
+        "3",
+        *session.posargs,
+    )
+    session.run(
+        "python",
+        "benchmarks/end_to_end.py",
+        "--experiment",
+        "infogan-fashion-mnist",
+        "--device",
+        "cpu",
+        "--steps",
+        "20",
+        "120",
+        "--repeats",
+        "3",
+        # Grids and checkpoints every 50 steps, so the short window has some.
+        "trainer.sample_every=50",
+        "trainer.checkpoint_every=50",
+    )
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""

@@ -333,7 +333,9 @@ def run_experiment(
         run_dir, config.wandb, run_name=run_dir.name, config=config_to_dict(config)
     )
     try:
-        return _train(trainer, prepared, _stream(prepared), metrics_logger, run_dir)
+        return _train(
+            trainer, prepared, batch_stream(prepared), metrics_logger, run_dir
+        )
     finally:
         metrics_logger.close()
 
@@ -382,7 +384,7 @@ def resume_run(
     prepared = prepare_experiment(config, plugins)
     trainer = build_trainer(config, plugins, prepared.device)
     trainer.load_state_dict(state)
-    stream = _stream(prepared)
+    stream = batch_stream(prepared)
     stream.load_state_dict(state["data"])
     logged_through = truncate_metrics(run_dir, trainer.step)
     (run_dir / CONFIG_FILE).write_text(
@@ -457,7 +459,8 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
     return max(logged_through, step)
 
 
-def _stream(experiment: Experiment) -> BatchStream:
+def batch_stream(experiment: Experiment) -> BatchStream:
+    """Build the training batch stream of a prepared experiment."""
     settings = experiment.config.trainer
     return BatchStream(
         experiment.data,
