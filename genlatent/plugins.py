@@ -62,6 +62,7 @@ def _kinds() -> tuple[RegistryKind, ...]:
     from genlatent.data import DatasetSource
     from genlatent.latent import LatentCode
     from genlatent.losses import AdversarialLoss
+    from genlatent.models import Model
     from genlatent.nn import Architecture
     from genlatent.regularizers import Regularizer
 
@@ -69,6 +70,13 @@ def _kinds() -> tuple[RegistryKind, ...]:
         return lambda obj: isinstance(obj, type) and issubclass(obj, base)
 
     return (
+        RegistryKind(
+            "register_models",
+            "models",
+            "a Model instance",
+            lambda obj: obj.name,
+            lambda obj: isinstance(obj, Model),
+        ),
         RegistryKind(
             "register_experiments",
             "experiments",
