@@ -77,6 +77,16 @@ def sum_terms(
     return total
 
 
+def find_recognition_head(regularizers: Sequence[Regularizer]) -> nn.Module | None:
+    """The ``recognition_head`` module of the first regularizer that has one,
+    such as the ``mi`` term's Q head, or None."""
+    for regularizer in regularizers:
+        head = getattr(regularizer, "recognition_head", None)
+        if isinstance(head, nn.Module):
+            return head
+    return None
+
+
 # A network applied to images for inspection: maps ``(batch, *image_shape)``
 # images in the architecture's output range to ``(batch, posterior_dim)``
 # recognition outputs.
@@ -340,13 +350,8 @@ class AdversarialTrainer(Trainer):
         }
 
     def recognition_head(self) -> nn.Module | None:
-        """The first regularizer's ``recognition_head`` module, such as
-        InfoGAN's Q head, or None."""
-        for regularizer in self._regularizers:
-            head = getattr(regularizer, "recognition_head", None)
-            if isinstance(head, nn.Module):
-                return head
-        return None
+        """InfoGAN's Q head or another regularizer's, or None."""
+        return find_recognition_head(self._regularizers)
 
     def recognition_network(self) -> RecognitionNetwork | None:
         head = self.recognition_head()

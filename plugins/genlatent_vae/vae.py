@@ -41,6 +41,7 @@ from genlatent.trainer import (
     Metrics,
     RecognitionNetwork,
     Trainer,
+    find_recognition_head,
     frozen,
     sum_terms,
 )
@@ -112,13 +113,8 @@ class VAETrainer(Trainer):
         }
 
     def recognition_head(self) -> nn.Module | None:
-        """The first regularizer's ``recognition_head``, such as the ``mi``
-        term's, or None."""
-        for regularizer in self._regularizers:
-            head = getattr(regularizer, "recognition_head", None)
-            if isinstance(head, nn.Module):
-                return head
-        return None
+        """The ``mi`` term's Q head or another regularizer's, or None."""
+        return find_recognition_head(self._regularizers)
 
     def recognition_network(self) -> RecognitionNetwork | None:
         head = self.recognition_head()
