@@ -78,7 +78,7 @@ def sum_terms(
 
 
 def find_recognition_head(regularizers: Sequence[Regularizer]) -> nn.Module | None:
-    """The ``recognition_head`` module of the first regularizer that has one,
+    """Return the ``recognition_head`` of the first regularizer that has one,
     such as the ``mi`` term's Q head, or None."""
     for regularizer in regularizers:
         head = getattr(regularizer, "recognition_head", None)
@@ -350,7 +350,7 @@ class AdversarialTrainer(Trainer):
         }
 
     def recognition_head(self) -> nn.Module | None:
-        """InfoGAN's Q head or another regularizer's, or None."""
+        """Return InfoGAN's Q head or another regularizer's, or None."""
         return find_recognition_head(self._regularizers)
 
     def recognition_network(self) -> RecognitionNetwork | None:

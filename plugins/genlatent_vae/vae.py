@@ -113,7 +113,7 @@ class VAETrainer(Trainer):
         }
 
     def recognition_head(self) -> nn.Module | None:
-        """The ``mi`` term's Q head or another regularizer's, or None."""
+        """Return the ``mi`` term's Q head or another regularizer's, or None."""
         return find_recognition_head(self._regularizers)
 
     def recognition_network(self) -> RecognitionNetwork | None:
