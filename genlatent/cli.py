@@ -20,7 +20,7 @@ from genlatent.inspection import load_run, sample, save_traversals
 from genlatent.latent import LatentSpec
 from genlatent.plotting import plot_mutual_information
 from genlatent.plugins import PluginHost, load_plugins
-from genlatent.run import resolve_config, resume_run, run_experiment
+from genlatent.run import build_trainer, resolve_config, resume_run, run_experiment
 from genlatent.summary import format_table, layer_table
 from genlatent.traversal import image_grid, save_labelled_grid
 
@@ -285,7 +285,7 @@ def _command_list(plugins: PluginHost) -> None:
     for name in plugins.names("experiments"):
         config = plugins.get("experiments", name)
         print(f"  {name:28s} {config.description}")
-    for plural in ("architectures", "datasets", "losses", "regularizers"):
+    for plural in ("models", "architectures", "datasets", "losses", "regularizers"):
         print(f"{plural}:")
         for name in plugins.names(plural):
             description = getattr(plugins.get(plural, name), "description", "")
@@ -296,7 +296,6 @@ def _command_show(plugins: PluginHost, experiment: str, overrides: list[str]) ->
     config = resolve_config(experiment, overrides, plugins=plugins)
     print(dumps(config))
     spec = LatentSpec.from_config(config.latent)
-    architecture = plugins.get("architectures", config.architecture)
     layout = ", ".join(
         f"{code.name}[{spec.input_slices[code.name].start}:"
         f"{spec.input_slices[code.name].stop}]"
@@ -305,30 +304,9 @@ def _command_show(plugins: PluginHost, experiment: str, overrides: list[str]) ->
     print(f"\nlatent input: {spec.input_dim} values: {layout}")
     print(f"recognition outputs: {spec.posterior_dim}")
     batch = 2  # batch norm in training mode needs more than one sample
-    generator = architecture.build_generator(spec.input_dim)
-    print(
-        format_table(
-            f"\ngenerator (input {spec.input_dim})",
-            layer_table(generator, torch.zeros(batch, spec.input_dim)),
-        )
-    )
-    discriminator = architecture.build_discriminator()
-    images = torch.zeros(batch, *architecture.image_shape)
-    print(
-        format_table(
-            f"\ndiscriminator (input {'x'.join(map(str, architecture.image_shape))})",
-            layer_table(discriminator, images),
-        )
-    )
-    if spec.posterior_dim:
-        head = architecture.build_recognition_head(spec.posterior_dim)
-        features = torch.zeros(batch, architecture.feature_dim)
-        print(
-            format_table(
-                f"\nrecognition head Q (input {architecture.feature_dim} features)",
-                layer_table(head, features),
-            )
-        )
+    trainer = build_trainer(config, plugins, torch.device("cpu"))
+    for title, module, example in trainer.layer_tables(batch):
+        print(format_table(f"\n{title}", layer_table(module, example)))
 
 
 def _command_plugins(plugins: PluginHost, as_json: bool) -> None:

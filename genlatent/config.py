@@ -134,6 +134,12 @@ class TrainerConfig:
     deterministic: bool = False
     # What a non-finite loss does: stop the run, or skip that update.
     on_divergence: str = attrs.field(default="stop", validator=one_of("stop", "skip"))
+    # Discriminator (critic) updates per generator update, as n_critic in
+    # WGAN-GP (Gulrajani et al., 2017, Algorithm 1). Every step updates the
+    # discriminator on a fresh batch, and the generator updates on the steps
+    # divisible by n_critic, so max_steps counts discriminator updates. Models
+    # without a discriminator ignore it.
+    n_critic: int = attrs.field(default=1, validator=positive)
 
 
 @attrs.define
@@ -159,14 +165,25 @@ class ExperimentConfig:
     ``latent`` lists latent codes as dicts that
     :meth:`genlatent.latent.LatentSpec.from_config` reads, in generator-input
     order. ``regularizers`` maps a registered regularizer name to its config
-    object; overrides reach it as ``NAME.field=value``.
+    object; overrides reach it as ``NAME.field=value``. ``model`` names the
+    registered model whose trainer runs the experiment. ``loss_config`` is the
+    config object of the adversarial loss, None for a loss without settings;
+    overrides reach it as ``loss_config.field=value``.
+    ``discriminator_norm`` is the normalization of the discriminator trunk:
+    ``auto`` picks layer norm for losses that differentiate the critic per
+    sample (such as wgan-gp) and batch norm otherwise.
     """
 
     name: str
     architecture: str
     latent: list[dict[str, Any]]
     description: str = ""
+    model: str = "gan"
     loss: str = "standard"
+    loss_config: Any = None
+    discriminator_norm: str = attrs.field(
+        default="auto", validator=one_of("auto", "batch", "layer", "none")
+    )
     data: DataConfig = attrs.field(factory=DataConfig)
     optim: OptimConfig = attrs.field(factory=OptimConfig)
     trainer: TrainerConfig = attrs.field(factory=TrainerConfig)
@@ -186,15 +203,21 @@ def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def config_from_dict(
-    data: Mapping[str, Any], regularizer_configs: Mapping[str, type]
+    data: Mapping[str, Any],
+    regularizer_configs: Mapping[str, type],
+    loss_configs: Mapping[str, type | None] | None = None,
 ) -> ExperimentConfig:
     """Rebuild a config written by :func:`config_to_dict`.
 
     Args:
         data: the nested dict, for example a run's ``config.json``.
         regularizer_configs: config class of each registered regularizer.
+        loss_configs: config class of each registered adversarial loss (None
+            for a loss without settings); needed when ``data`` has a
+            ``loss_config``.
     """
     fields = dict(data)
+    loss_values = fields.pop("loss_config", None)
     regularizers = {}
     for name, values in dict(fields.pop("regularizers", {}) or {}).items():
         if name not in regularizer_configs:
@@ -205,6 +228,14 @@ def config_from_dict(
         regularizers[name] = _structure(values, regularizer_configs[name], name)
     config = _structure(fields, ExperimentConfig, "config")
     config.regularizers = regularizers
+    if loss_values is not None:
+        loss_class = (loss_configs or {}).get(config.loss)
+        if loss_class is None:
+            raise ConfigError(
+                f"config sets loss_config for loss {config.loss!r}, which takes "
+                "no settings or is not registered; remove loss_config"
+            )
+        config.loss_config = _structure(loss_values, loss_class, "loss_config")
     return config
 
 

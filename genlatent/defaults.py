@@ -1,4 +1,5 @@
-"""genlatent's own registrations: the standard loss, data sets and code kinds.
+"""genlatent's own registrations: the ``gan`` model, the standard loss, data sets
+and code kinds.
 
 The plugin host registers this module before any entry point, so these names
 take precedence over plugins that register the same ones.
@@ -13,6 +14,12 @@ from genlatent.hookspecs import Register, hookimpl
 from genlatent.image_data import image_data_sources
 from genlatent.latent import CODE_KINDS
 from genlatent.losses import StandardGANLoss
+from genlatent.models import GANModel
+
+
+@hookimpl
+def register_models(register: Register) -> None:
+    register(GANModel())
 
 
 @hookimpl

@@ -193,13 +193,12 @@ def mutual_information_on(
     run: LoadedRun, generated: GeneratedSet
 ) -> dict[str, dict[str, float | None]]:
     """L_I per scored code on generated images, in nats, with H(c)."""
-    if run.recognition_head is None:
+    if run.recognize is None:
         return {}
     parts = []
     for start in range(0, generated.images.shape[0], GENERATE_BATCH_SIZE):
         images = generated.images[start : start + GENERATE_BATCH_SIZE]
-        _, features = run.discriminator(images.to(run.device))
-        parts.append(run.recognition_head(features).cpu())
+        parts.append(run.recognize(images.to(run.device)).cpu())
     bounds = run.latent_spec.mutual_information(
         torch.cat(parts), generated.latent_input
     )
@@ -317,7 +316,7 @@ def _clustering(
         for code in run.latent_spec.scored_codes
         if isinstance(code, CategoricalCode)
     ]
-    if data.labels is None or not categorical or run.recognition_head is None:
+    if data.labels is None or not categorical or run.recognize is None:
         return {}
     predictions = predict_codes(run, real)
     scores = {}

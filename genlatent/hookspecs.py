@@ -23,6 +23,11 @@ Register = Callable[[Any], None]
 
 
 @hookspec
+def register_models(register: Register) -> None:
+    """Register models, named trainer factories (genlatent.models.Model instances)."""
+
+
+@hookspec
 def register_experiments(register: Register) -> None:
     """Register named, fully configured experiments (genlatent.ExperimentConfig)."""
 

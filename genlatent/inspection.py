@@ -39,6 +39,7 @@ from genlatent.run import (
     select_device,
 )
 from genlatent.tracking import MetricsLogger, resolve_wandb_mode
+from genlatent.trainer import AdversarialTrainer, RecognitionNetwork
 from genlatent.traversal import (
     TRAVERSALS_DIR,
     image_grid,
@@ -63,10 +64,15 @@ class LoadedRun:
         latent_spec: the generator's input.
         architecture: the architecture that built the networks.
         generator: maps ``(batch, latent_spec.input_dim)`` inputs to images in
-            ``architecture.output_range``.
-        discriminator: returns ``(logits, features)`` for images.
-        recognition_head: Q, mapping discriminator features to posterior
-            parameters; None when the run has no ``mi`` regularizer.
+            ``architecture.output_range`` (a VAE's decoder).
+        discriminator: returns ``(logits, features)`` for images; None for a
+            model without a discriminator.
+        recognition_head: Q's head on the discriminator features; None when
+            the run has no regularizer with a ``recognition_head`` or no
+            discriminator.
+        recognize: Q applied to images, mapping them to ``(batch,
+            posterior_dim)`` posterior parameters; None when the model has no
+            recognition network.
         device: where the networks live.
         step: training steps taken before the checkpoint.
         checkpoint_path: the checkpoint loaded.
@@ -78,12 +84,13 @@ class LoadedRun:
     latent_spec: LatentSpec
     architecture: Architecture
     generator: nn.Module
-    discriminator: nn.Module
+    discriminator: nn.Module | None
     recognition_head: nn.Module | None
     device: torch.device
     step: int
     checkpoint_path: Path
     wandb_id: str | None = None
+    recognize: RecognitionNetwork | None = None
 
 
 def load_run(
@@ -121,31 +128,29 @@ def load_run(
         resolved_device = torch.device(device)
 
     trainer = build_trainer(config, plugins, resolved_device)
+    networks = trainer.networks()
     try:
-        trainer.generator.load_state_dict(state["generator"])
-        trainer.discriminator.load_state_dict(state["discriminator"])
-        trainer.regularizers.load_state_dict(state["regularizers"])
-    except (KeyError, RuntimeError) as error:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the networks of {config.name!r}: {error}"
-        ) from None
-    recognition_head = None
-    if "mi" in trainer.regularizers:
-        recognition_head = getattr(trainer.regularizers["mi"], "recognition_head", None)
-    for module in (trainer.generator, trainer.discriminator, trainer.regularizers):
+        trainer.load_networks(state)
+    except CheckpointError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from None
+    for module in networks.values():
         module.eval()
+    recognition_head = None
+    if isinstance(trainer, AdversarialTrainer):
+        recognition_head = trainer.recognition_head()
     return LoadedRun(
         run_dir=run_dir,
         config=config,
         latent_spec=trainer.latent_spec,
         architecture=trainer.architecture,
         generator=trainer.generator,
-        discriminator=trainer.discriminator,
+        discriminator=networks.get("discriminator"),
         recognition_head=recognition_head,
         device=resolved_device,
         step=int(state["step"]),
         checkpoint_path=path,
         wandb_id=state.get("wandb_id"),
+        recognize=trainer.recognition_network(),
     )
 
 
@@ -288,20 +293,19 @@ def _images_to_model_input(run: LoadedRun, images: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def posterior_parameters(run: LoadedRun, images: torch.Tensor) -> torch.Tensor:
-    """Run D's trunk and Q on images; return ``(batch, posterior_dim)`` outputs.
+    """Run Q on images; return ``(batch, posterior_dim)`` outputs.
 
     ``images`` are uint8 in [0, 255] or floats in the generator's output range.
     """
-    if run.recognition_head is None:
+    if run.recognize is None:
         raise LatentSpecError(
-            f"run {run.run_dir} has no recognition head Q (no 'mi' regularizer), "
-            "so its codes cannot be read from images"
+            f"run {run.run_dir} has no recognition network Q (no 'mi' "
+            "regularizer), so its codes cannot be read from images"
         )
     outputs = []
     for start in range(0, images.shape[0], PREDICT_BATCH_SIZE):
         chunk = _images_to_model_input(run, images[start : start + PREDICT_BATCH_SIZE])
-        _, features = run.discriminator(chunk.to(run.device))
-        outputs.append(run.recognition_head(features).cpu())
+        outputs.append(run.recognize(chunk.to(run.device)).cpu())
     return torch.cat(outputs)
 
 

@@ -1,22 +1,45 @@
 """Adversarial losses.
 
 A loss turns the discriminator's real/fake logits into the discriminator's and
-the generator's objectives, both to be minimised.
+the generator's objectives, both to be minimised. A loss may also add a
+penalty on the critic that needs the critic itself and the images, not only
+their logits, such as WGAN-GP's gradient penalty: the trainer passes it
+through :meth:`AdversarialLoss.critic_penalty`.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch.nn import functional as F
 
+# The discriminator as a function: ``(batch, *image_shape)`` images to
+# ``(batch,)`` real/fake logits or critic values.
+Critic = Callable[[torch.Tensor], torch.Tensor]
+
 
 class AdversarialLoss(abc.ABC):
-    """Objectives of the two players, from ``(batch,)`` real/fake logits."""
+    """Objectives of the two players, from ``(batch,)`` real/fake logits.
+
+    Subclasses set ``name`` and may set ``config_class``, an attrs class whose
+    fields are overridable as ``loss_config.FIELD=value``; the trainer then
+    receives a copy made by :meth:`configured`, with ``config`` set.
+
+    Attributes:
+        needs_per_sample_critic: the loss differentiates the critic per
+            sample, so the critic must not use batch norm, which couples the
+            samples of a batch.
+    """
 
     name: str
     description: str = ""
+    config_class: ClassVar[type | None] = None
+    needs_per_sample_critic: ClassVar[bool] = False
+    config: Any = None
 
     @abc.abstractmethod
     def discriminator_loss(
@@ -27,6 +50,25 @@ class AdversarialLoss(abc.ABC):
     @abc.abstractmethod
     def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         """Scalar loss the generator minimises."""
+
+    def critic_penalty(
+        self, critic: Critic, real: torch.Tensor, fake: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Scalar penalty the discriminator minimises besides its loss, or None.
+
+        Args:
+            critic: the discriminator's forward pass to the logits.
+            real: ``(batch, *image_shape)`` real images.
+            fake: ``(batch, *image_shape)`` generated images, detached from
+                the generator.
+        """
+        return None
+
+    def configured(self, config: Any) -> AdversarialLoss:
+        """Return a copy of this loss with ``config`` set, for one run."""
+        loss = copy.copy(self)
+        loss.config = config
+        return loss
 
 
 class StandardGANLoss(AdversarialLoss):

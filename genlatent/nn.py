@@ -75,15 +75,54 @@ def activation_layer(name: str) -> nn.Module:
     return layers[name]
 
 
+NORMALIZATIONS = ("batch", "layer", "none")
+
+
+def normalization_layer(kind: str, num_features: int, *, spatial: bool) -> nn.Module:
+    """Build a normalization over ``num_features`` channels or features.
+
+    ``batch`` is batch norm. ``layer`` normalises each sample over all its
+    channels and positions, with a learned scale and shift per channel (a
+    one-group GroupNorm on feature maps, LayerNorm on feature vectors), so no
+    sample's output depends on the others in the batch. ``none`` is the
+    identity.
+    """
+    if kind == "batch":
+        return nn.BatchNorm2d(num_features) if spatial else nn.BatchNorm1d(num_features)
+    if kind == "layer":
+        return nn.GroupNorm(1, num_features) if spatial else nn.LayerNorm(num_features)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(
+        f"unknown normalization {kind!r}; known: {', '.join(NORMALIZATIONS)}"
+    )
+
+
+def _norm_kind(batch_norm: bool, norm: str | None) -> str:
+    if norm is not None:
+        return norm
+    return "batch" if batch_norm else "none"
+
+
 def linear_block(
-    in_features: int, out_features: int, *, batch_norm: bool, activation: str
+    in_features: int,
+    out_features: int,
+    *,
+    batch_norm: bool = False,
+    activation: str,
+    norm: str | None = None,
 ) -> nn.Sequential:
-    """Fully connected layer, optional batch norm, activation."""
+    """Fully connected layer, optional normalization, activation.
+
+    ``norm`` (batch, layer or none) overrides ``batch_norm``, which is short
+    for ``norm="batch"``.
+    """
+    kind = _norm_kind(batch_norm, norm)
     layers: list[nn.Module] = [
-        nn.Linear(in_features, out_features, bias=not batch_norm)
+        nn.Linear(in_features, out_features, bias=kind == "none")
     ]
-    if batch_norm:
-        layers.append(nn.BatchNorm1d(out_features))
+    if kind != "none":
+        layers.append(normalization_layer(kind, out_features, spatial=False))
     layers.append(activation_layer(activation))
     return nn.Sequential(*layers)
 
@@ -93,23 +132,29 @@ def conv_block(
     out_channels: int,
     *,
     stride: int,
-    batch_norm: bool,
+    batch_norm: bool = False,
     activation: str,
     kernel_size: int = 4,
+    norm: str | None = None,
 ) -> nn.Sequential:
-    """Convolution with TensorFlow-style SAME padding, optional batch norm,
-    activation. Stride 2 halves each spatial size; stride 1 keeps it."""
+    """Convolution with TensorFlow-style SAME padding, optional normalization,
+    activation. Stride 2 halves each spatial size; stride 1 keeps it.
+
+    ``norm`` (batch, layer or none) overrides ``batch_norm``, which is short
+    for ``norm="batch"``.
+    """
+    kind = _norm_kind(batch_norm, norm)
     layers: list[nn.Module] = [
         Conv2dSame(
             in_channels,
             out_channels,
             kernel_size,
             stride=stride,
-            bias=not batch_norm,
+            bias=kind == "none",
         )
     ]
-    if batch_norm:
-        layers.append(nn.BatchNorm2d(out_channels))
+    if kind != "none":
+        layers.append(normalization_layer(kind, out_channels, spatial=True))
     layers.append(activation_layer(activation))
     return nn.Sequential(*layers)
 
@@ -194,6 +239,9 @@ class Architecture(abc.ABC):
         output_range: ``(low, high)`` of the generator's output activation; real
             images are scaled to the same range.
         feature_dim: width of the discriminator trunk's features.
+        discriminator_norms: normalizations :meth:`build_trunk` accepts; an
+            architecture that lists more than ``batch`` takes the chosen one
+            as ``build_trunk(norm)``.
     """
 
     name: str
@@ -201,6 +249,7 @@ class Architecture(abc.ABC):
     output_range: tuple[float, float]
     feature_dim: int
     description: str = ""
+    discriminator_norms: tuple[str, ...] = ("batch",)
 
     @abc.abstractmethod
     def build_generator(self, latent_dim: int) -> nn.Module:
@@ -208,7 +257,8 @@ class Architecture(abc.ABC):
 
     @abc.abstractmethod
     def build_trunk(self) -> nn.Module:
-        """Map ``(batch, *image_shape)`` images to ``(batch, feature_dim)``."""
+        """Map ``(batch, *image_shape)`` images to ``(batch, feature_dim)``
+        with the architecture's own normalization (``batch``)."""
 
     def build_adversarial_head(self) -> nn.Module:
         """Map trunk features to one real/fake logit per image."""
@@ -218,9 +268,19 @@ class Architecture(abc.ABC):
     def build_recognition_head(self, num_outputs: int) -> nn.Module:
         """Map trunk features to ``num_outputs`` recognition-network outputs."""
 
-    def build_discriminator(self) -> Discriminator:
-        """Build the trunk and the real/fake head."""
-        return Discriminator(self.build_trunk(), self.build_adversarial_head())
+    def build_discriminator(self, norm: str = "batch") -> Discriminator:
+        """Build the trunk, with normalization ``norm``, and the real/fake head.
+
+        Raises:
+            ValueError: ``norm`` is not one of ``discriminator_norms``.
+        """
+        if norm not in self.discriminator_norms:
+            raise ValueError(
+                f"architecture {self.name!r} builds its discriminator with "
+                f"{', '.join(self.discriminator_norms)} normalization, not {norm!r}"
+            )
+        trunk = self.build_trunk() if norm == "batch" else self.build_trunk(norm)  # type: ignore[call-arg]
+        return Discriminator(trunk, self.build_adversarial_head())
 
 
 def initialize_weights(module: nn.Module, std: float = 0.02) -> None:

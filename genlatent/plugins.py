@@ -62,6 +62,7 @@ def _kinds() -> tuple[RegistryKind, ...]:
     from genlatent.data import DatasetSource
     from genlatent.latent import LatentCode
     from genlatent.losses import AdversarialLoss
+    from genlatent.models import Model
     from genlatent.nn import Architecture
     from genlatent.regularizers import Regularizer
 
@@ -69,6 +70,13 @@ def _kinds() -> tuple[RegistryKind, ...]:
         return lambda obj: isinstance(obj, type) and issubclass(obj, base)
 
     return (
+        RegistryKind(
+            "register_models",
+            "models",
+            "a Model instance",
+            lambda obj: obj.name,
+            lambda obj: isinstance(obj, Model),
+        ),
         RegistryKind(
             "register_experiments",
             "experiments",
@@ -154,7 +162,7 @@ class PluginHost:
         """Return the object registered as ``name``, or raise UnknownNameError."""
         entries = self.registry.get(plural, {})
         if name not in entries:
-            singular = plural.removesuffix("s").replace("_", " ")
+            singular = _singular(plural).replace("_", " ")
             known = sorted(entries)
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -252,7 +260,7 @@ class PluginHost:
             if name in entries:
                 first = self.records[entries[name][1]]
                 self.report(
-                    f"{record.origin} registers {kind.plural.removesuffix('s')} "
+                    f"{record.origin} registers {_singular(kind.plural)} "
                     f"{name!r}, which {first.origin} already registered",
                     "the first registration wins, so this one is ignored",
                 )
@@ -273,6 +281,14 @@ class PluginHost:
                 "nothing it registers is used",
                 cause=error,
             )
+
+
+def _singular(plural: str) -> str:
+    """The singular of a registry's plural: "losses" to "loss", "models" to
+    "model"."""
+    if plural.endswith("sses"):
+        return plural[:-2]
+    return plural.removesuffix("s")
 
 
 def _disabled_names(disable: Iterable[str]) -> set[str]:

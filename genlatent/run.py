@@ -37,18 +37,20 @@ from genlatent.checkpoint import (
 )
 from genlatent.config import (
     ExperimentConfig,
-    apply_overrides,
     config_from_dict,
     config_to_dict,
+    parse_override,
+    set_override,
 )
 from genlatent.data import BatchStream, DatasetSource, ImageData
 from genlatent.errors import CheckpointError, ConfigError, DataError, RunFolderError
 from genlatent.latent import LatentSpec
+from genlatent.losses import AdversarialLoss
+from genlatent.models import Model
 from genlatent.nn import Architecture
 from genlatent.plugins import PluginHost, load_plugins
-from genlatent.regularizers import Regularizer, RegularizerContext
 from genlatent.tracking import METRICS_FILE, MetricsLogger, read_metrics
-from genlatent.trainer import AdversarialTrainer
+from genlatent.trainer import Trainer
 from genlatent.traversal import (
     TRAVERSALS_DIR,
     image_grid,
@@ -79,16 +81,55 @@ def resolve_config(
         config = plugins.experiment(experiment)
     else:
         config = config_from_dict(
-            config_to_dict(experiment), regularizer_configs(plugins)
+            config_to_dict(experiment),
+            regularizer_configs(plugins),
+            loss_configs(plugins),
         )
-    apply_overrides(config, overrides)
+    _fit_loss_config(config, plugins)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_override(config, key, value)
+        if key == "loss":
+            # Another loss takes other settings: start from its defaults.
+            config.loss_config = None
+            _fit_loss_config(config, plugins)
+    model: Model = plugins.get("models", config.model)
     plugins.get("architectures", config.architecture)
-    plugins.get("losses", config.loss)
     plugins.get("datasets", config.data.dataset)
     for name in config.regularizers:
         plugins.get("regularizers", name)
     LatentSpec.from_config(config.latent)
+    model.check_config(config, plugins)
     return config
+
+
+def _fit_loss_config(config: ExperimentConfig, plugins: PluginHost) -> None:
+    """Give ``config`` its loss's default settings when it has none, and reject
+    settings of another loss's kind."""
+    loss: AdversarialLoss = plugins.get("losses", config.loss)
+    if loss.config_class is None:
+        if config.loss_config is not None:
+            raise ConfigError(
+                f"loss {config.loss!r} takes no settings, but loss_config is "
+                f"{config.loss_config!r}; remove loss_config"
+            )
+        return
+    if config.loss_config is None:
+        config.loss_config = loss.config_class()
+    elif not isinstance(config.loss_config, loss.config_class):
+        raise ConfigError(
+            f"loss_config is a {type(config.loss_config).__name__}, but loss "
+            f"{config.loss!r} takes a {loss.config_class.__name__}"
+        )
+
+
+def loss_configs(plugins: PluginHost) -> dict[str, type | None]:
+    """Config class of every registered adversarial loss (None for a loss
+    without settings), by name."""
+    return {
+        name: plugins.get("losses", name).config_class
+        for name in plugins.names("losses")
+    }
 
 
 def regularizer_configs(plugins: PluginHost) -> dict[str, type]:
@@ -183,25 +224,10 @@ def prepare_experiment(config: ExperimentConfig, plugins: PluginHost) -> Experim
 
 def build_trainer(
     config: ExperimentConfig, plugins: PluginHost, device: torch.device
-) -> AdversarialTrainer:
-    """Build the networks, regularizers and optimizers of an experiment."""
-    latent_spec = LatentSpec.from_config(config.latent)
-    architecture: Architecture = plugins.get("architectures", config.architecture)
-    context = RegularizerContext(
-        architecture=architecture, latent_spec=latent_spec, device=device
-    )
-    regularizers: list[Regularizer] = [
-        plugins.get("regularizers", name)(regularizer_config, context)
-        for name, regularizer_config in config.regularizers.items()
-    ]
-    return AdversarialTrainer(
-        config,
-        architecture=architecture,
-        latent_spec=latent_spec,
-        loss=plugins.get("losses", config.loss),
-        regularizers=regularizers,
-        device=device,
-    )
+) -> Trainer:
+    """Build the trainer of an experiment with its model (``config.model``)."""
+    model: Model = plugins.get("models", config.model)
+    return model.build_trainer(config, plugins, device)
 
 
 def prepare_run_folder(out: Path, config: ExperimentConfig, overwrite: bool) -> None:
@@ -257,25 +283,35 @@ def _stop_on_signals() -> Iterator[_StopRequest]:
 
 
 class _MetricAccumulator:
-    """Sums step metrics on the device and reads them back once per record."""
+    """Sums step metrics on the device and reads them back once per record.
+
+    Each metric is averaged over the steps that reported it, since some
+    appear only on some steps (``g_loss`` with ``trainer.n_critic`` above 1).
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor | float] = {}
+        self.counts: dict[str, int] = {}
         self.count = 0
 
     def add(self, metrics: dict[str, torch.Tensor | float]) -> None:
         for key, value in metrics.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.count += 1
 
     def state_dict(self) -> dict[str, Any]:
-        """Sums and count of the open interval, as plain floats."""
+        """Sums and counts of the open interval, as plain floats and ints."""
         sums = {key: float(value) for key, value in self.sums.items()}
-        return {"sums": sums, "count": self.count}
+        return {"sums": sums, "counts": dict(self.counts), "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sums = dict(state["sums"])
         self.count = int(state["count"])
+        # Checkpoints written before per-metric counts had every metric on
+        # every step.
+        counts = state.get("counts") or {key: self.count for key in self.sums}
+        self.counts = {key: int(value) for key, value in counts.items()}
 
     def means(self) -> dict[str, float]:
         if not self.count:
@@ -284,8 +320,9 @@ class _MetricAccumulator:
         values = [
             torch.as_tensor(self.sums[key], dtype=torch.float32).cpu() for key in keys
         ]
-        means = (torch.stack(values) / self.count).tolist()
-        self.sums, self.count = {}, 0
+        counts = torch.tensor([float(self.counts[key]) for key in keys])
+        means = (torch.stack(values) / counts).tolist()
+        self.sums, self.counts, self.count = {}, {}, 0
         return dict(zip(keys, means, strict=True))
 
 
@@ -472,7 +509,7 @@ def batch_stream(experiment: Experiment) -> BatchStream:
 
 
 def _train(
-    trainer: AdversarialTrainer,
+    trainer: Trainer,
     experiment: Experiment,
     stream: BatchStream,
     metrics_logger: MetricsLogger,
@@ -589,4 +626,4 @@ def read_config(run_dir: Path, plugins: PluginHost | None = None) -> ExperimentC
         raise RunFolderError(
             f"{run_dir} is not a run folder: {path} not found"
         ) from None
-    return config_from_dict(data, regularizer_configs(plugins))
+    return config_from_dict(data, regularizer_configs(plugins), loss_configs(plugins))

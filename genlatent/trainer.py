@@ -1,24 +1,29 @@
-"""The generic adversarial trainer.
+"""Trainers: the protocol every model's trainer follows, and the adversarial one.
 
-One training step draws a latent batch, generates images once, then updates
+:class:`Trainer` is what the training loop, checkpoints, resume and the
+inspection commands use, so a model plugin provides a subclass and none of them
+changes. :class:`AdversarialTrainer` is the ``gan`` model. One training step
+draws a latent batch, generates images once, then updates
 
 1. the discriminator (and every regularizer module, such as a recognition
    head) on real images and on the generated images detached from the
-   generator, minimising the adversarial discriminator loss plus every
-   regularizer's discriminator-side term;
-2. the generator, through the just-updated discriminator, minimising the
-   adversarial generator loss plus every regularizer's generator-side term.
+   generator, minimising the adversarial discriminator loss, the loss's
+   critic penalty (if any) and every regularizer's discriminator-side term;
+2. every ``trainer.n_critic``-th step, the generator, through the just-updated
+   discriminator, minimising the adversarial generator loss plus every
+   regularizer's generator-side term.
 
-The trainer has no code for any particular regularizer. InfoGAN's
+The trainers have no code for any particular regularizer. InfoGAN's
 mutual-information term and others arrive through plugins.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +39,8 @@ from genlatent.nn import Architecture
 from genlatent.regularizers import GeneratedBatch, Regularizer, RegularizerTerm
 
 logger = logging.getLogger(__name__)
+
+Metrics = dict[str, torch.Tensor | float]
 
 
 @contextlib.contextmanager
@@ -68,12 +75,14 @@ def build_adam(
     )
 
 
-def _sum_terms(
+def sum_terms(
     base: torch.Tensor,
     terms: Sequence[tuple[str, RegularizerTerm | None]],
-    metrics: dict[str, torch.Tensor | float],
+    metrics: Metrics,
     side: str,
 ) -> torch.Tensor:
+    """Add regularizer terms to ``base`` and record each as ``SIDE_loss/NAME``
+    in ``metrics``, with the term's own metrics."""
     total = base
     for name, term in terms:
         if term is None:
@@ -84,18 +93,45 @@ def _sum_terms(
     return total
 
 
-class AdversarialTrainer:
-    """Networks, optimizers and the update rule of one adversarial run.
+def find_recognition_head(regularizers: Sequence[Regularizer]) -> nn.Module | None:
+    """Return the ``recognition_head`` of the first regularizer that has one,
+    such as the ``mi`` term's Q head, or None."""
+    for regularizer in regularizers:
+        head = getattr(regularizer, "recognition_head", None)
+        if isinstance(head, nn.Module):
+            return head
+    return None
 
-    Args:
-        config: the resolved experiment.
-        architecture: builds the generator and the discriminator.
-        latent_spec: the generator's input.
-        loss: the adversarial loss.
-        regularizers: terms added to the objectives; their parameters train
-            with the discriminator's optimizer.
-        device: where the networks live.
+
+# A network applied to images for inspection: maps ``(batch, *image_shape)``
+# images in the architecture's output range to ``(batch, posterior_dim)``
+# recognition outputs.
+RecognitionNetwork = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Trainer(abc.ABC):
+    """The networks, optimizers and update rule of one run of some model.
+
+    The training loop calls :meth:`train_step` once per batch and reads
+    :attr:`step`; checkpoints store :meth:`state_dict`, which a resumed run
+    passes to :meth:`load_state_dict`; sample grids, traversals and
+    ``genlatent sample/traverse/eval`` call :meth:`generate` on
+    :meth:`sample_latent` or hand-built latent inputs, and load only the
+    modules of :meth:`networks`. Subclasses build their networks and
+    optimizers in ``__init__`` and implement :meth:`train_step`,
+    :meth:`networks` and :meth:`optimizers`.
+
+    Attributes:
+        generator: the image-producing network (a GAN's generator, a VAE's
+            decoder), mapping ``(batch, latent_spec.input_dim)`` inputs to
+            ``(batch, *architecture.image_shape)`` images.
+        step: training steps taken.
+        skipped_steps: steps whose update was skipped for a non-finite loss.
+        latent_generator: the random stream of training latent draws, saved
+            with the checkpoint.
     """
+
+    generator: nn.Module
 
     def __init__(
         self,
@@ -103,39 +139,48 @@ class AdversarialTrainer:
         *,
         architecture: Architecture,
         latent_spec: LatentSpec,
-        loss: AdversarialLoss,
-        regularizers: Sequence[Regularizer],
         device: torch.device,
     ) -> None:
         self.config = config
         self.architecture = architecture
         self.latent_spec = latent_spec
-        self.loss = loss
         self.device = device
-        self.generator = architecture.build_generator(latent_spec.input_dim).to(device)
-        self.discriminator = architecture.build_discriminator().to(device)
-        # A ModuleDict moves, saves and restores the regularizers' modules; the
-        # typed list is what the step iterates.
-        self.regularizers = nn.ModuleDict(
-            {regularizer.name: regularizer for regularizer in regularizers}
-        ).to(device)
-        self._regularizers: list[Regularizer] = list(regularizers)
-
-        optim = config.optim
-        self.discriminator_optimizer = build_adam(
-            [*self.discriminator.parameters(), *self.regularizers.parameters()],
-            optim.discriminator,
-            fused=optim.fused and device.type in FUSED_ADAM_DEVICES,
-        )
-        self.generator_optimizer = build_adam(
-            self.generator.parameters(),
-            optim.generator,
-            fused=optim.fused and device.type in FUSED_ADAM_DEVICES,
-        )
         self.latent_generator = torch.Generator(device=device)
         self.latent_generator.manual_seed(config.trainer.seed)
         self.step = 0
         self.skipped_steps = 0
+
+    def adam(
+        self, parameters: Iterable[nn.Parameter], settings: AdamConfig
+    ) -> torch.optim.Adam:
+        """Build Adam for one network, fused when ``optim.fused`` is set and
+        the device has the kernel."""
+        fused = self.config.optim.fused and self.device.type in FUSED_ADAM_DEVICES
+        return build_adam(parameters, settings, fused=fused)
+
+    @abc.abstractmethod
+    def train_step(self, real_images: torch.Tensor) -> Metrics:
+        """Run one training step on ``(batch, *image_shape)`` uint8 images on
+        the device and return its detached metrics."""
+
+    @abc.abstractmethod
+    def networks(self) -> dict[str, nn.Module]:
+        """Modules by checkpoint key; ``generator`` among them."""
+
+    @abc.abstractmethod
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers by checkpoint key."""
+
+    def recognition_network(self) -> RecognitionNetwork | None:
+        """Q applied to images, or None when the model has no recognition
+        network."""
+        return None
+
+    def layer_tables(self, batch: int) -> list[tuple[str, nn.Module, torch.Tensor]]:
+        """``(title, module, example input)`` of each network that
+        ``genlatent show`` lists, with a ``batch``-image example."""
+        dim = self.latent_spec.input_dim
+        return [(f"generator (input {dim})", self.generator, torch.zeros(batch, dim))]
 
     def sample_latent(self, batch_size: int) -> torch.Tensor:
         """Draw a ``(batch_size, latent_dim)`` input from the training sampler."""
@@ -143,92 +188,22 @@ class AdversarialTrainer:
             batch_size, generator=self.latent_generator, device=self.device
         )
 
-    def train_step(self, real_images: torch.Tensor) -> dict[str, torch.Tensor | float]:
-        """Run one discriminator and one generator update.
+    @torch.no_grad()
+    def generate(self, latent: torch.Tensor) -> torch.Tensor:
+        """Generate images in eval mode (batch-norm running statistics)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(latent.to(self.device))
+        finally:
+            self.generator.train(was_training)
 
-        Args:
-            real_images: ``(batch, *image_shape)`` uint8 images on the device.
-
-        Returns:
-            Detached metrics of this step: ``d_loss``, ``g_loss`` and every
-            regularizer's metrics.
-
-        Raises:
-            DivergenceError: a loss is not finite and ``trainer.on_divergence``
-                is ``stop``. No update of that step reaches the weights.
-        """
-        real = scale_images(real_images, self.architecture.output_range, torch.float32)
-        latent = self.sample_latent(real.shape[0])
-        # One generator forward serves both updates: the discriminator update
-        # uses it detached, and the generator parameters do not change before
-        # the generator update backpropagates through it.
-        fake = self.generator(latent)
-        metrics: dict[str, torch.Tensor | float] = {}
-        step = self.step + 1
-        if self.discriminator_update(step, real, latent, fake, metrics):
-            self.generator_update(step, latent, fake, metrics)
-        self.step = step
-        return metrics
-
-    def discriminator_update(
-        self,
-        step: int,
-        real: torch.Tensor,
-        latent: torch.Tensor,
-        fake: torch.Tensor,
-        metrics: dict[str, torch.Tensor | float],
+    def check_finite(
+        self, step: int, side: str, total: torch.Tensor, metrics: Metrics
     ) -> bool:
-        """Update the discriminator and regularizer modules; False if skipped."""
-        real_logits, _ = self.discriminator(real)
-        fake_logits, fake_features = self.discriminator(fake.detach())
-        d_loss = self.loss.discriminator_loss(real_logits, fake_logits)
-        batch = GeneratedBatch(latent, fake.detach(), fake_features)
-        terms = [
-            (regularizer.name, regularizer.discriminator_term(batch))
-            for regularizer in self._regularizers
-        ]
-        total = _sum_terms(d_loss, terms, metrics, "d")
-        metrics["d_loss"] = d_loss.detach()
-        if not self._check_finite(step, "discriminator", total, metrics):
-            return False
-        self.discriminator_optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.discriminator_optimizer.step()
-        return True
-
-    def generator_update(
-        self,
-        step: int,
-        latent: torch.Tensor,
-        fake: torch.Tensor,
-        metrics: dict[str, torch.Tensor | float],
-    ) -> bool:
-        """Update the generator through the current discriminator; False if
-        skipped."""
-        with frozen(self.discriminator, self.regularizers):
-            logits, features = self.discriminator(fake)
-            g_loss = self.loss.generator_loss(logits)
-            batch = GeneratedBatch(latent, fake, features)
-            terms = [
-                (regularizer.name, regularizer.generator_term(batch))
-                for regularizer in self._regularizers
-            ]
-            total = _sum_terms(g_loss, terms, metrics, "g")
-            metrics["g_loss"] = g_loss.detach()
-            if not self._check_finite(step, "generator", total, metrics):
-                return False
-            self.generator_optimizer.zero_grad(set_to_none=True)
-            total.backward()
-        self.generator_optimizer.step()
-        return True
-
-    def _check_finite(
-        self,
-        step: int,
-        side: str,
-        total: torch.Tensor,
-        metrics: dict[str, torch.Tensor | float],
-    ) -> bool:
+        """Return True when ``total`` is finite. Otherwise raise
+        DivergenceError, or with ``trainer.on_divergence=skip`` clear every
+        gradient, count the skipped step and return False."""
         # One host synchronisation per update: the price of never letting a
         # non-finite loss reach the weights.
         if bool(torch.isfinite(total)):
@@ -249,20 +224,10 @@ class AdversarialTrainer:
                 "such steps."
             )
         logger.warning("%s (trainer.on_divergence=skip)", message)
-        self.discriminator_optimizer.zero_grad(set_to_none=True)
-        self.generator_optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers().values():
+            optimizer.zero_grad(set_to_none=True)
         self.skipped_steps += 1
         return False
-
-    @torch.no_grad()
-    def generate(self, latent: torch.Tensor) -> torch.Tensor:
-        """Generate images in eval mode (batch-norm running statistics)."""
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            return self.generator(latent.to(self.device))
-        finally:
-            self.generator.train(was_training)
 
     # -- checkpoint state ---------------------------------------------------
 
@@ -285,27 +250,38 @@ class AdversarialTrainer:
         }
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
+        state: dict[str, Any] = {
             "step": self.step,
             "skipped_steps": self.skipped_steps,
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "regularizers": self.regularizers.state_dict(),
-            "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
-            "generator_optimizer": self.generator_optimizer.state_dict(),
-            "rng": rng,
         }
+        for key, module in self.networks().items():
+            state[key] = module.state_dict()
+        for key, optimizer in self.optimizers().items():
+            state[key] = optimizer.state_dict()
+        state["rng"] = rng
+        return state
+
+    def load_networks(self, state: dict[str, Any]) -> None:
+        """Restore the modules of :meth:`networks` from a checkpoint state.
+
+        Raises:
+            CheckpointError: the state lacks a network or its tensors do not
+                fit.
+        """
+        try:
+            for key, module in self.networks().items():
+                module.load_state_dict(state[key])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(
+                f"checkpoint does not fit this experiment's networks: {error}"
+            ) from None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state written by :meth:`state_dict`."""
+        self.load_networks(state)
         try:
-            self.generator.load_state_dict(state["generator"])
-            self.discriminator.load_state_dict(state["discriminator"])
-            self.regularizers.load_state_dict(state["regularizers"])
-            self.discriminator_optimizer.load_state_dict(
-                state["discriminator_optimizer"]
-            )
-            self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+            for key, optimizer in self.optimizers().items():
+                optimizer.load_state_dict(state[key])
         except (KeyError, RuntimeError, ValueError) as error:
             raise CheckpointError(
                 f"checkpoint does not fit this experiment's networks: {error}"
@@ -329,3 +305,200 @@ class AdversarialTrainer:
         self.latent_generator.set_state(rng["latent"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class AdversarialTrainer(Trainer):
+    """Networks, optimizers and the update rule of one adversarial run.
+
+    Args:
+        config: the resolved experiment.
+        architecture: builds the generator and the discriminator.
+        latent_spec: the generator's input.
+        loss: the adversarial loss, configured for this run.
+        regularizers: terms added to the objectives; their parameters train
+            with the discriminator's optimizer.
+        device: where the networks live.
+        discriminator_norm: normalization of the discriminator trunk, one of
+            the architecture's ``discriminator_norms``.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        architecture: Architecture,
+        latent_spec: LatentSpec,
+        loss: AdversarialLoss,
+        regularizers: Sequence[Regularizer],
+        device: torch.device,
+        discriminator_norm: str = "batch",
+    ) -> None:
+        super().__init__(
+            config, architecture=architecture, latent_spec=latent_spec, device=device
+        )
+        self.loss = loss
+        self.generator = architecture.build_generator(latent_spec.input_dim).to(device)
+        self.discriminator = architecture.build_discriminator(discriminator_norm).to(
+            device
+        )
+        # A ModuleDict moves, saves and restores the regularizers' modules; the
+        # typed list is what the step iterates.
+        self.regularizers = nn.ModuleDict(
+            {regularizer.name: regularizer for regularizer in regularizers}
+        ).to(device)
+        self._regularizers: list[Regularizer] = list(regularizers)
+
+        optim = config.optim
+        self.discriminator_optimizer = self.adam(
+            [*self.discriminator.parameters(), *self.regularizers.parameters()],
+            optim.discriminator,
+        )
+        self.generator_optimizer = self.adam(
+            self.generator.parameters(), optim.generator
+        )
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+            "regularizers": self.regularizers,
+        }
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {
+            "discriminator_optimizer": self.discriminator_optimizer,
+            "generator_optimizer": self.generator_optimizer,
+        }
+
+    def recognition_head(self) -> nn.Module | None:
+        """Return InfoGAN's Q head or another regularizer's, or None."""
+        return find_recognition_head(self._regularizers)
+
+    def recognition_network(self) -> RecognitionNetwork | None:
+        head = self.recognition_head()
+        if head is None:
+            return None
+        discriminator = self.discriminator
+
+        def recognize(images: torch.Tensor) -> torch.Tensor:
+            _, features = discriminator(images)
+            return head(features)
+
+        return recognize
+
+    def layer_tables(self, batch: int) -> list[tuple[str, nn.Module, torch.Tensor]]:
+        shape = self.architecture.image_shape
+        tables = super().layer_tables(batch)
+        tables.append(
+            (
+                f"discriminator (input {'x'.join(map(str, shape))})",
+                self.discriminator,
+                torch.zeros(batch, *shape),
+            )
+        )
+        head = self.recognition_head()
+        if head is not None:
+            width = self.architecture.feature_dim
+            tables.append(
+                (
+                    f"recognition head Q (input {width} features)",
+                    head,
+                    torch.zeros(batch, width),
+                )
+            )
+        return tables
+
+    def train_step(self, real_images: torch.Tensor) -> Metrics:
+        """Run one discriminator update and, every ``trainer.n_critic``-th
+        step, one generator update.
+
+        Args:
+            real_images: ``(batch, *image_shape)`` uint8 images on the device.
+
+        Returns:
+            Detached metrics of this step: ``d_loss``, ``g_loss`` (on steps
+            with a generator update), the loss's ``d_loss/penalty`` if it has
+            one, and every regularizer's metrics.
+
+        Raises:
+            DivergenceError: a loss is not finite and ``trainer.on_divergence``
+                is ``stop``. No update of that step reaches the weights.
+        """
+        real = scale_images(real_images, self.architecture.output_range, torch.float32)
+        latent = self.sample_latent(real.shape[0])
+        step = self.step + 1
+        update_generator = step % self.config.trainer.n_critic == 0
+        # One generator forward serves both updates: the discriminator update
+        # uses it detached, and the generator parameters do not change before
+        # the generator update backpropagates through it. A critic-only step
+        # needs no graph through the generator.
+        with torch.set_grad_enabled(update_generator):
+            fake = self.generator(latent)
+        metrics: Metrics = {}
+        if (
+            self.discriminator_update(step, real, latent, fake, metrics)
+            and update_generator
+        ):
+            self.generator_update(step, latent, fake, metrics)
+        self.step = step
+        return metrics
+
+    def discriminator_update(
+        self,
+        step: int,
+        real: torch.Tensor,
+        latent: torch.Tensor,
+        fake: torch.Tensor,
+        metrics: Metrics,
+    ) -> bool:
+        """Update the discriminator and regularizer modules; False if skipped."""
+        real_logits, _ = self.discriminator(real)
+        fake_logits, fake_features = self.discriminator(fake.detach())
+        d_loss = self.loss.discriminator_loss(real_logits, fake_logits)
+        penalty = self.loss.critic_penalty(self.critic_output, real, fake.detach())
+        batch = GeneratedBatch(latent, fake.detach(), fake_features)
+        terms = [
+            (regularizer.name, regularizer.discriminator_term(batch))
+            for regularizer in self._regularizers
+        ]
+        if penalty is not None:
+            terms.insert(0, ("penalty", RegularizerTerm(penalty)))
+        total = sum_terms(d_loss, terms, metrics, "d")
+        metrics["d_loss"] = d_loss.detach()
+        if not self.check_finite(step, "discriminator", total, metrics):
+            return False
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.discriminator_optimizer.step()
+        return True
+
+    def critic_output(self, images: torch.Tensor) -> torch.Tensor:
+        """The discriminator's ``(batch,)`` real/fake logits (critic values)."""
+        logits, _ = self.discriminator(images)
+        return logits
+
+    def generator_update(
+        self,
+        step: int,
+        latent: torch.Tensor,
+        fake: torch.Tensor,
+        metrics: Metrics,
+    ) -> bool:
+        """Update the generator through the current discriminator; False if
+        skipped."""
+        with frozen(self.discriminator, self.regularizers):
+            logits, features = self.discriminator(fake)
+            g_loss = self.loss.generator_loss(logits)
+            batch = GeneratedBatch(latent, fake, features)
+            terms = [
+                (regularizer.name, regularizer.generator_term(batch))
+                for regularizer in self._regularizers
+            ]
+            total = sum_terms(g_loss, terms, metrics, "g")
+            metrics["g_loss"] = g_loss.detach()
+            if not self.check_finite(step, "generator", total, metrics):
+                return False
+            self.generator_optimizer.zero_grad(set_to_none=True)
+            total.backward()
+        self.generator_optimizer.step()
+        return True

@@ -28,6 +28,8 @@ from genlatent import load_plugins
 from genlatent.errors import PluginError, UnknownNameError
 from genlatent.plugins import DISABLE_ENV, ENTRY_POINT_GROUP, STRICT_ENV
 
+from .conftest import requires_fashion_mnist
+
 # The console script installed next to the interpreter that runs the tests.
 GENLATENT_COMMAND = Path(sys.executable).with_name("genlatent")
 
@@ -1339,3 +1341,54 @@ def test_experiment_returns_copy(plugin_site: Path) -> None:
     host = load_plugins()
     host.experiment("infogan-mnist").trainer.max_steps = 1
     assert host.experiment("infogan-mnist").trainer.max_steps == 5000
+
+
+# ---------------------------------------------------------------------------
+# The model plugin of the README's "Writing a new model plugin" section,
+# installed verbatim as a third-party distribution.
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_model_plugin() -> str:
+    """The first Python block after the README's model-plugin heading."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Writing a new model plugin", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def model_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    site = tmp_path_factory.mktemp("model-site")
+    write_distribution(
+        site,
+        "genlatent-regression",
+        {"regression": "genlatent_regression_plugin"},
+        {"genlatent_regression_plugin": readme_model_plugin()},
+    )
+    return site
+
+
+@requires_fashion_mnist
+@pytest.mark.realdata
+def test_readme_model_plugin_trains_and_traverses(
+    model_site: Path, tmp_path: Path
+) -> None:
+    listed = run_genlatent(["list"], site=model_site, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "regression" in parse_list(listed.stdout)["models"]
+    run_dir = tmp_path / "run"
+    result = run_genlatent(
+        ["run", "regression-fashion", *QUICK_RUN, "--out", str(run_dir)],
+        site=model_site,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    records = read_metrics(run_dir)
+    assert [record["step"] for record in records] == [1, 2]
+    assert all(math.isfinite(record["mse"]) for record in records)
+    traversed = run_genlatent(
+        ["traverse", str(run_dir), "--rows", "1"], site=model_site, cwd=tmp_path
+    )
+    assert traversed.returncode == 0, traversed.stderr
+    assert (run_dir / "traversals" / "c1.png").is_file()

@@ -4,6 +4,11 @@ Architecture per data set.
 Discriminator hidden layers use leaky ReLU with slope 0.1 and generator hidden
 layers ReLU. Batch norm sits exactly where the paper's architecture tables put
 it. Every 4x4 convolution pads like TensorFlow's SAME padding.
+
+Every discriminator trunk can also be built with layer norm or no
+normalization in the batch-norm positions (``build_trunk(norm)``), for losses
+such as WGAN-GP whose gradient penalty needs each sample's critic gradient on
+its own; Gulrajani et al. (2017) recommend layer norm there.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from genlatent.nn import (
+    NORMALIZATIONS,
     Architecture,
     conv_block,
     flatten,
@@ -34,6 +40,7 @@ class MNISTNetworks(Architecture):
     output_range = (0.0, 1.0)
     feature_dim = 1024
     description = "InfoGAN MNIST networks, 28x28 gray, sigmoid output"
+    discriminator_norms = NORMALIZATIONS
     # Side of the 128-channel feature maps between the FC and conv layers: a
     # quarter of the image side.
     base_size = 7
@@ -48,13 +55,13 @@ class MNISTNetworks(Architecture):
             upconv_block(64, 1, stride=2, batch_norm=False, activation="sigmoid"),
         )
 
-    def build_trunk(self) -> nn.Module:
+    def build_trunk(self, norm: str = "batch") -> nn.Module:
         size = self.base_size
         return nn.Sequential(
             conv_block(1, 64, stride=2, batch_norm=False, activation="lrelu"),
-            conv_block(64, 128, stride=2, batch_norm=True, activation="lrelu"),
+            conv_block(64, 128, stride=2, norm=norm, activation="lrelu"),
             flatten(),
-            linear_block(128 * size * size, 1024, batch_norm=True, activation="lrelu"),
+            linear_block(128 * size * size, 1024, norm=norm, activation="lrelu"),
         )
 
     def build_recognition_head(self, num_outputs: int) -> nn.Module:
@@ -82,6 +89,7 @@ class SVHNNetworks(Architecture):
     output_range = (-1.0, 1.0)
     feature_dim = 256 * 4 * 4
     description = "InfoGAN SVHN networks, 32x32 color, tanh output"
+    discriminator_norms = NORMALIZATIONS
 
     def build_generator(self, latent_dim: int) -> nn.Module:
         return nn.Sequential(
@@ -93,11 +101,11 @@ class SVHNNetworks(Architecture):
             upconv_block(64, 3, stride=2, batch_norm=False, activation="tanh"),
         )
 
-    def build_trunk(self) -> nn.Module:
+    def build_trunk(self, norm: str = "batch") -> nn.Module:
         return nn.Sequential(
             conv_block(3, 64, stride=2, batch_norm=False, activation="lrelu"),
-            conv_block(64, 128, stride=2, batch_norm=True, activation="lrelu"),
-            conv_block(128, 256, stride=2, batch_norm=True, activation="lrelu"),
+            conv_block(64, 128, stride=2, norm=norm, activation="lrelu"),
+            conv_block(128, 256, stride=2, norm=norm, activation="lrelu"),
             flatten(),
         )
 
@@ -162,6 +170,7 @@ class ChairsNetworks(Architecture):
     output_range = (0.0, 1.0)
     feature_dim = 1024
     description = "InfoGAN 3D chairs networks, 64x64 gray, sigmoid output"
+    discriminator_norms = NORMALIZATIONS
 
     def build_generator(self, latent_dim: int) -> nn.Module:
         return nn.Sequential(
@@ -175,15 +184,15 @@ class ChairsNetworks(Architecture):
             upconv_block(64, 1, stride=2, batch_norm=False, activation="sigmoid"),
         )
 
-    def build_trunk(self) -> nn.Module:
+    def build_trunk(self, norm: str = "batch") -> nn.Module:
         return nn.Sequential(
             conv_block(1, 64, stride=2, batch_norm=False, activation="lrelu"),
-            conv_block(64, 128, stride=2, batch_norm=True, activation="lrelu"),
-            conv_block(128, 256, stride=2, batch_norm=True, activation="lrelu"),
-            conv_block(256, 256, stride=1, batch_norm=True, activation="lrelu"),
-            conv_block(256, 256, stride=1, batch_norm=True, activation="lrelu"),
+            conv_block(64, 128, stride=2, norm=norm, activation="lrelu"),
+            conv_block(128, 256, stride=2, norm=norm, activation="lrelu"),
+            conv_block(256, 256, stride=1, norm=norm, activation="lrelu"),
+            conv_block(256, 256, stride=1, norm=norm, activation="lrelu"),
             flatten(),
-            linear_block(256 * 8 * 8, 1024, batch_norm=True, activation="lrelu"),
+            linear_block(256 * 8 * 8, 1024, norm=norm, activation="lrelu"),
         )
 
     def build_recognition_head(self, num_outputs: int) -> nn.Module:
