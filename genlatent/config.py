@@ -140,6 +140,22 @@ class TrainerConfig:
     # divisible by n_critic, so max_steps counts discriminator updates. Models
     # without a discriminator ignore it.
     n_critic: int = attrs.field(default=1, validator=positive)
+    # Autocast dtype of the forward passes: auto is bf16 on CUDA devices that
+    # support it and fp32 elsewhere. Weights and optimizer states stay fp32.
+    precision: str = attrs.field(
+        default="auto", validator=one_of("auto", "fp32", "bf16")
+    )
+    # When the divergence check reads the losses on the host: every update
+    # (step), or at each metric record and checkpoint (deferred), which keeps
+    # the step free of host synchronisation. Deferred needs fused Adam, whose
+    # kernel skips a flagged update on the device. auto is deferred on CUDA.
+    divergence_check: str = attrs.field(
+        default="auto", validator=one_of("auto", "step", "deferred")
+    )
+    # Store 4-D activations and weights channels-last (NHWC).
+    channels_last: bool = False
+    # Compile the networks with torch.compile (needs a C++ compiler on CPU).
+    compile: bool = False
 
 
 @attrs.define

@@ -532,6 +532,9 @@ def _train(
     interval_start, interval_steps = time.perf_counter(), 0
 
     def checkpoint() -> None:
+        # A run that diverged since the last check stops here, before the
+        # checkpoint, so the last one written stays the last good one.
+        trainer.raise_on_divergence()
         state = trainer.state_dict()
         state["data"] = stream.state_dict()
         state["accumulator"] = accumulator.state_dict()
@@ -562,6 +565,7 @@ def _train(
             is_last = step == settings.max_steps
 
             if step % settings.log_every == 0 or is_last:
+                trainer.raise_on_divergence()
                 elapsed = time.perf_counter() - interval_start
                 record = accumulator.means()
                 record.update(entropies)

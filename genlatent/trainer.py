@@ -32,7 +32,7 @@ from torch import nn
 
 from genlatent.config import AdamConfig, ExperimentConfig
 from genlatent.data import scale_images
-from genlatent.errors import CheckpointError, DivergenceError
+from genlatent.errors import CheckpointError, ConfigError, DivergenceError
 from genlatent.latent import LatentSpec
 from genlatent.losses import AdversarialLoss
 from genlatent.nn import Architecture
@@ -57,6 +57,15 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     finally:
         for parameter, state in zip(parameters, states, strict=True):
             parameter.requires_grad_(state)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Return the autocast dtype of ``trainer.precision`` on ``device``, or
+    None for fp32."""
+    if precision == "auto":
+        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if use_bf16 else None
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 # Device types with a fused Adam kernel in torch 2.4 and later.
@@ -149,6 +158,33 @@ class Trainer(abc.ABC):
         self.latent_generator.manual_seed(config.trainer.seed)
         self.step = 0
         self.skipped_steps = 0
+        settings = config.trainer
+        self.autocast_dtype = autocast_dtype(settings.precision, device)
+        self.deferred_divergence_check = settings.divergence_check == "deferred" or (
+            settings.divergence_check == "auto" and device.type == "cuda"
+        )
+        if self.deferred_divergence_check and not (
+            config.optim.fused and device.type in FUSED_ADAM_DEVICES
+        ):
+            raise ConfigError(
+                f"trainer.divergence_check={settings.divergence_check} needs fused "
+                f"Adam, which is off (optim.fused={config.optim.fused}) or missing "
+                f"on {device.type}; set optim.fused=true or "
+                "trainer.divergence_check=step"
+            )
+        # The first non-finite update since the last host check, on the
+        # device: its step (0 for none), side and loss, and how many there were.
+        self._nonfinite_updates = torch.zeros((), dtype=torch.int64, device=device)
+        self._first_nonfinite_step = torch.zeros((), dtype=torch.int64, device=device)
+        self._first_nonfinite_side = torch.zeros((), dtype=torch.int64, device=device)
+        self._first_nonfinite_loss = torch.zeros((), device=device)
+        self._sides: list[str] = []
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Return the autocast context of the forward passes (``trainer.precision``)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def adam(
         self, parameters: Iterable[nn.Parameter], settings: AdamConfig
@@ -199,11 +235,25 @@ class Trainer(abc.ABC):
             self.generator.train(was_training)
 
     def check_finite(
-        self, step: int, side: str, total: torch.Tensor, metrics: Metrics
+        self,
+        step: int,
+        side: str,
+        total: torch.Tensor,
+        metrics: Metrics,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> bool:
         """Return True when ``total`` is finite. Otherwise raise
         DivergenceError, or with ``trainer.on_divergence=skip`` clear every
-        gradient, count the skipped step and return False."""
+        gradient, count the skipped step and return False.
+
+        With the deferred check and the ``optimizer`` about to apply this
+        update, always return True: the fused Adam kernel skips the update on
+        the device when ``total`` is not finite, and
+        :meth:`raise_on_divergence` reports it later.
+        """
+        if self.deferred_divergence_check and optimizer is not None:
+            self._flag_nonfinite(step, side, total, optimizer)
+            return True
         # One host synchronisation per update: the price of never letting a
         # non-finite loss reach the weights.
         if bool(torch.isfinite(total)):
@@ -228,6 +278,61 @@ class Trainer(abc.ABC):
             optimizer.zero_grad(set_to_none=True)
         self.skipped_steps += 1
         return False
+
+    def _flag_nonfinite(
+        self,
+        step: int,
+        side: str,
+        total: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
+        nonfinite = ~torch.isfinite(total.detach())
+        # Fused Adam reads found_inf, the flag torch.amp.GradScaler also sets,
+        # skips the update when it is nonzero and leaves the step count as is.
+        optimizer.found_inf = nonfinite.to(torch.float32)  # type: ignore[attr-defined]
+        if side not in self._sides:
+            self._sides.append(side)
+        first = nonfinite & (self._first_nonfinite_step == 0)
+        self._first_nonfinite_step = torch.where(
+            first, step, self._first_nonfinite_step
+        )
+        self._first_nonfinite_side = torch.where(
+            first, self._sides.index(side), self._first_nonfinite_side
+        )
+        self._first_nonfinite_loss = torch.where(
+            first, total.detach().float(), self._first_nonfinite_loss
+        )
+        self._nonfinite_updates += nonfinite
+
+    def raise_on_divergence(self) -> None:
+        """Report the non-finite updates that the deferred check skipped since
+        its last call: raise DivergenceError naming the first, or with
+        ``trainer.on_divergence=skip`` log it and count the skipped updates.
+        Without the deferred check every update was checked already, and this
+        does nothing.
+        """
+        if not self.deferred_divergence_check:
+            return
+        count = int(self._nonfinite_updates)
+        if count == 0:
+            return
+        step = int(self._first_nonfinite_step)
+        side = self._sides[int(self._first_nonfinite_side)]
+        loss = float(self._first_nonfinite_loss)
+        self._nonfinite_updates.zero_()
+        self._first_nonfinite_step.zero_()
+        message = (
+            f"step {step}: the {side} loss is {loss}; that update and "
+            f"{count - 1} later non-finite ones were not applied"
+        )
+        if self.config.trainer.on_divergence == "stop":
+            raise DivergenceError(
+                f"{message}. Training stopped; the last checkpoint is kept. Lower "
+                "the learning rates, or set trainer.on_divergence=skip to skip "
+                "such steps."
+            )
+        logger.warning("%s (trainer.on_divergence=skip)", message)
+        self.skipped_steps += count
 
     # -- checkpoint state ---------------------------------------------------
 
@@ -356,6 +461,14 @@ class AdversarialTrainer(Trainer):
         self.generator_optimizer = self.adam(
             self.generator.parameters(), optim.generator
         )
+        if config.trainer.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+        if config.trainer.compile:
+            # Module.compile keeps the state_dict keys, so checkpoints of
+            # compiled and eager runs are interchangeable.
+            self.generator.compile()
+            self.discriminator.compile()
 
     def networks(self) -> dict[str, nn.Module]:
         return {
@@ -432,7 +545,9 @@ class AdversarialTrainer(Trainer):
         # uses it detached, and the generator parameters do not change before
         # the generator update backpropagates through it. A critic-only step
         # needs no graph through the generator.
-        with torch.set_grad_enabled(update_generator):
+        if self.config.trainer.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        with torch.set_grad_enabled(update_generator), self.autocast():
             fake = self.generator(latent)
         metrics: Metrics = {}
         if (
@@ -452,20 +567,23 @@ class AdversarialTrainer(Trainer):
         metrics: Metrics,
     ) -> bool:
         """Update the discriminator and regularizer modules; False if skipped."""
-        real_logits, _ = self.discriminator(real)
-        fake_logits, fake_features = self.discriminator(fake.detach())
-        d_loss = self.loss.discriminator_loss(real_logits, fake_logits)
-        penalty = self.loss.critic_penalty(self.critic_output, real, fake.detach())
-        batch = GeneratedBatch(latent, fake.detach(), fake_features)
-        terms = [
-            (regularizer.name, regularizer.discriminator_term(batch))
-            for regularizer in self._regularizers
-        ]
+        with self.autocast():
+            real_logits, _ = self.discriminator(real)
+            fake_logits, fake_features = self.discriminator(fake.detach())
+            d_loss = self.loss.discriminator_loss(real_logits, fake_logits)
+            penalty = self.loss.critic_penalty(self.critic_output, real, fake.detach())
+            batch = GeneratedBatch(latent, fake.detach(), fake_features)
+            terms = [
+                (regularizer.name, regularizer.discriminator_term(batch))
+                for regularizer in self._regularizers
+            ]
         if penalty is not None:
             terms.insert(0, ("penalty", RegularizerTerm(penalty)))
         total = sum_terms(d_loss, terms, metrics, "d")
         metrics["d_loss"] = d_loss.detach()
-        if not self.check_finite(step, "discriminator", total, metrics):
+        if not self.check_finite(
+            step, "discriminator", total, metrics, self.discriminator_optimizer
+        ):
             return False
         self.discriminator_optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -487,16 +605,19 @@ class AdversarialTrainer(Trainer):
         """Update the generator through the current discriminator; False if
         skipped."""
         with frozen(self.discriminator, self.regularizers):
-            logits, features = self.discriminator(fake)
-            g_loss = self.loss.generator_loss(logits)
-            batch = GeneratedBatch(latent, fake, features)
-            terms = [
-                (regularizer.name, regularizer.generator_term(batch))
-                for regularizer in self._regularizers
-            ]
+            with self.autocast():
+                logits, features = self.discriminator(fake)
+                g_loss = self.loss.generator_loss(logits)
+                batch = GeneratedBatch(latent, fake, features)
+                terms = [
+                    (regularizer.name, regularizer.generator_term(batch))
+                    for regularizer in self._regularizers
+                ]
             total = sum_terms(g_loss, terms, metrics, "g")
             metrics["g_loss"] = g_loss.detach()
-            if not self.check_finite(step, "generator", total, metrics):
+            if not self.check_finite(
+                step, "generator", total, metrics, self.generator_optimizer
+            ):
                 return False
             self.generator_optimizer.zero_grad(set_to_none=True)
             total.backward()

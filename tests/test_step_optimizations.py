@@ -147,3 +147,75 @@ def test_trainer_step_equals_plain_step(experiment: str) -> None:
     after = parameters_of(trainer)
     assert all(not torch.equal(before[key], after[key]) for key in before)
     assert max_difference(after, parameters_of(baseline)) == 0.0
+
+
+def step_results(
+    *overrides: str,
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Losses and parameter gradients of one training step.
+
+    Learning rates of 1e-12 keep the discriminator the generator update sees
+    equal, to float32 precision, to the one before the step, so gradients of
+    two configurations compare directly instead of through Adam's update.
+    """
+    trainer = build(
+        "optim.discriminator.lr=1e-12", "optim.generator.lr=1e-12", *overrides
+    )
+    metrics = trainer.train_step(real_batches(trainer, 1)[0])
+    modules = {
+        "generator": trainer.generator,
+        "discriminator": trainer.discriminator,
+        "regularizers": trainer.regularizers,
+    }
+    gradients = {}
+    for prefix, module in modules.items():
+        for name, parameter in module.named_parameters():
+            assert parameter.grad is not None, f"{prefix}.{name} has no gradient"
+            gradients[f"{prefix}.{name}"] = parameter.grad.detach().clone()
+    losses = {key: float(value) for key, value in metrics.items() if "loss" in key}
+    return losses, gradients
+
+
+def test_channels_last_step_matches_default() -> None:
+    losses, gradients = step_results()
+    nhwc_losses, nhwc_gradients = step_results("trainer.channels_last=true")
+    assert nhwc_losses == pytest.approx(losses, rel=1e-5)
+    for key, gradient in gradients.items():
+        torch.testing.assert_close(
+            nhwc_gradients[key], gradient, rtol=1e-4, atol=1e-6, msg=key
+        )
+
+
+def test_bf16_step_matches_fp32() -> None:
+    # bf16 keeps 8 significant bits. The losses agree to about 0.3% here, but
+    # the error grows through each layer's backward pass to about 20% of the
+    # deepest gradients' norm, so gradients are compared by direction.
+    losses, gradients = step_results("trainer.precision=fp32")
+    bf16_losses, bf16_gradients = step_results("trainer.precision=bf16")
+    assert bf16_losses == pytest.approx(losses, rel=1e-2)
+    for key, gradient in gradients.items():
+        cosine = F.cosine_similarity(
+            bf16_gradients[key].float().flatten(), gradient.flatten(), dim=0
+        )
+        assert cosine > 0.95, key
+
+
+def test_deferred_divergence_check_equals_step_check() -> None:
+    immediate = build("trainer.divergence_check=step")
+    deferred = build("trainer.divergence_check=deferred")
+    for batch in real_batches(immediate, 3):
+        immediate.train_step(batch)
+        deferred.train_step(batch)
+    deferred.raise_on_divergence()
+    assert max_difference(parameters_of(immediate), parameters_of(deferred)) == 0.0
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager() -> None:
+    losses, gradients = step_results()
+    compiled_losses, compiled_gradients = step_results("trainer.compile=true")
+    assert compiled_losses == pytest.approx(losses, rel=1e-5)
+    for key, gradient in gradients.items():
+        torch.testing.assert_close(
+            compiled_gradients[key], gradient, rtol=1e-4, atol=1e-6, msg=key
+        )

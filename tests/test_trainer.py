@@ -11,7 +11,7 @@ from genlatent_infogan.networks import MNISTNetworks
 
 from genlatent.checkpoint import list_checkpoints, load_checkpoint
 from genlatent.config import ExperimentConfig
-from genlatent.errors import DivergenceError
+from genlatent.errors import ConfigError, DivergenceError
 from genlatent.hookspecs import Register, hookimpl
 from genlatent.losses import StandardGANLoss
 from genlatent.plugins import PluginHost, load_plugins
@@ -268,10 +268,35 @@ def nan_experiment(plugins: PluginHost) -> ExperimentConfig:
     return config
 
 
+def test_deferred_check_skips_update_on_device():
+    trainer = trainer_for(
+        *LEARNED_STD,
+        "architecture=collapsed-std",
+        "trainer.divergence_check=deferred",
+        plugins=load_plugins(extra=[CollapsedStdPlugin()]),
+    )
+    before = {
+        n: p.detach().clone() for n, p in trainer.discriminator.named_parameters()
+    }
+    trainer.train_step(real_batch())
+    for name, parameter in trainer.discriminator.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+    with pytest.raises(DivergenceError) as error:
+        trainer.raise_on_divergence()
+    assert str(error.value).startswith("step 1: the discriminator loss is inf")
+
+
+def test_deferred_check_needs_fused_adam():
+    with pytest.raises(ConfigError, match=r"trainer\.divergence_check=deferred needs"):
+        trainer_for("trainer.divergence_check=deferred", "optim.fused=false")
+
+
+@pytest.mark.parametrize("divergence_check", ["step", "deferred"])
 @requires_fashion_mnist
-def test_divergence_keeps_last_good_checkpoint(tmp_path):
+def test_divergence_keeps_last_good_checkpoint(tmp_path, divergence_check):
     plugins = load_plugins(extra=[NanPlugin()])
     overrides = [
+        f"trainer.divergence_check={divergence_check}",
         "trainer.batch_size=16",
         "trainer.max_steps=50",
         "trainer.checkpoint_every=10",
@@ -297,12 +322,14 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path):
             assert torch.isfinite(value).all(), name
 
 
+@pytest.mark.parametrize("divergence_check", ["step", "deferred"])
 @requires_fashion_mnist
-def test_divergence_skip_option(tmp_path):
+def test_divergence_skip_option(tmp_path, divergence_check):
     plugins = load_plugins(extra=[NanPlugin()])
     result = run_experiment(
         nan_experiment(plugins),
         [
+            f"trainer.divergence_check={divergence_check}",
             "trainer.batch_size=16",
             "trainer.max_steps=30",
             "trainer.on_divergence=skip",
