@@ -268,6 +268,8 @@ def final_mi(experiment: str, out: Path, *overrides: str) -> float:
     return result.metrics["mi/c1"]
 
 
+# Two 200-step trainings: minutes on 2 CPU cores.
+@pytest.mark.slow
 @requires_fashion_mnist
 @pytest.mark.realdata
 @pytest.mark.parametrize("experiment", ["infowgan-gp-mnist", "infogan-hinge-mnist"])

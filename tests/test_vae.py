@@ -259,6 +259,8 @@ REAL_RUN = [
 REAL_STEPS = 200
 
 
+# Two 200-step trainings: minutes on 2 CPU cores.
+@pytest.mark.slow
 @requires_fashion_mnist
 @pytest.mark.realdata
 def test_vae_mi_rises_above_ablation(tmp_path):
