@@ -130,6 +130,12 @@ class TrainerConfig:
     deterministic: bool = False
     # What a non-finite loss does: stop the run, or skip that update.
     on_divergence: str = attrs.field(default="stop", validator=one_of("stop", "skip"))
+    # Under torchrun: synchronise batch-norm statistics across ranks with
+    # torch.nn.SyncBatchNorm. None means on for CUDA and off for CPU, where
+    # torch has no SyncBatchNorm kernels. Ignored in a single process.
+    sync_batch_norm: bool | None = None
+    # Seconds a collective waits for the other ranks before it fails.
+    process_group_timeout_s: float = attrs.field(default=600.0, validator=positive)
 
 
 @attrs.define

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from torch import nn
 
 from genlatent.config import ExperimentConfig
 from genlatent.data import scale_images
+from genlatent.distributed import all_ranks
 from genlatent.errors import CheckpointError, DivergenceError
 from genlatent.latent import LatentSpec
 from genlatent.losses import AdversarialLoss
@@ -116,6 +118,14 @@ class AdversarialTrainer:
             lr=optim.generator.lr,
             betas=(optim.generator.beta1, optim.generator.beta2),
         )
+        # What the training step calls: the networks themselves in one
+        # process, DistributedDataParallel wrappers under torchrun
+        # (genlatent.distributed.replicate).
+        self.training_generator: nn.Module = self.generator
+        self.discriminator_objective: Callable[
+            [torch.Tensor, torch.Tensor, torch.Tensor],
+            tuple[torch.Tensor, dict[str, torch.Tensor | float]],
+        ] = self.discriminator_loss
         self.latent_generator = torch.Generator(device=device)
         self.latent_generator.manual_seed(config.trainer.seed)
         self.step = 0
@@ -146,7 +156,7 @@ class AdversarialTrainer:
         # One generator forward serves both updates: the discriminator update
         # uses it detached, and the generator parameters do not change before
         # the generator update backpropagates through it.
-        fake = self.generator(latent)
+        fake = self.training_generator(latent)
         metrics: dict[str, torch.Tensor | float] = {}
         step = self.step + 1
         if self.discriminator_update(step, real, latent, fake, metrics):
@@ -163,6 +173,20 @@ class AdversarialTrainer:
         metrics: dict[str, torch.Tensor | float],
     ) -> bool:
         """Update the discriminator and regularizer modules; False if skipped."""
+        total, terms = self.discriminator_objective(real, latent, fake)
+        metrics.update(terms)
+        if not self._check_finite(step, "discriminator", total, metrics):
+            return False
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.discriminator_optimizer.step()
+        return True
+
+    def discriminator_loss(
+        self, real: torch.Tensor, latent: torch.Tensor, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """Return the discriminator-side objective and its detached terms."""
+        metrics: dict[str, torch.Tensor | float] = {}
         real_logits, _ = self.discriminator(real)
         fake_logits, fake_features = self.discriminator(fake.detach())
         d_loss = self.loss.discriminator_loss(real_logits, fake_logits)
@@ -173,12 +197,7 @@ class AdversarialTrainer:
         ]
         total = _sum_terms(d_loss, terms, metrics, "d")
         metrics["d_loss"] = d_loss.detach()
-        if not self._check_finite(step, "discriminator", total, metrics):
-            return False
-        self.discriminator_optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.discriminator_optimizer.step()
-        return True
+        return total, metrics
 
     def generator_update(
         self,
@@ -214,18 +233,27 @@ class AdversarialTrainer:
         metrics: dict[str, torch.Tensor | float],
     ) -> bool:
         # One host synchronisation per update: the price of never letting a
-        # non-finite loss reach the weights.
-        if bool(torch.isfinite(total)):
+        # non-finite loss reach the weights. Under torchrun the ranks agree
+        # first, so that all of them skip or stop together.
+        if all_ranks(torch.isfinite(total)):
             return True
         parts = ", ".join(
             f"{key}={float(value):.6g}"
             for key, value in metrics.items()
             if "loss" in key
         )
-        message = (
-            f"step {step}: the {side} loss is {float(total.detach())} ({parts}); "
-            "the update was not applied"
-        )
+        value = float(total.detach())
+        if math.isfinite(value):
+            # Only another rank's loss is not finite; that rank reports it.
+            message = (
+                f"step {step}: the {side} loss is not finite on another rank; "
+                "the update was not applied"
+            )
+        else:
+            message = (
+                f"step {step}: the {side} loss is {value} ({parts}); "
+                "the update was not applied"
+            )
         if self.config.trainer.on_divergence == "stop":
             raise DivergenceError(
                 f"{message}. Training stopped; the last checkpoint is kept. Lower "
