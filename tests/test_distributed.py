@@ -290,7 +290,7 @@ def test_two_ranks_match_single_process(tmp_path):
     difference = max_difference(ranks[0]["final"], single)
     moved = max_difference(ranks[0]["after_setup"], single)
     # Only the summation order of the batch means and of the gradient
-    # all-reduce differs, a few float32 ulps per gradient; Adam's early
+    # all-reduce differs, by a few float32 ulps per gradient. Adam's early
     # updates are about lr * sign(gradient) = 2e-4 per step, so 1e-6 leaves
     # room for rounding and is far below one step's change.
     assert difference <= 1e-6, difference
@@ -356,7 +356,7 @@ def test_rank_shards_concatenate_to_global_batch():
         BatchStream(data, batch_size=4, seed=3, device=cpu, rank=r, world_size=2)
         for r in range(2)
     ]
-    # 50 images make 6 global batches of 8; 20 steps cross three epochs.
+    # 50 images make 6 global batches of 8, so 20 steps reach the fourth epoch.
     for step in range(20):
         expected = single.next_batch().flatten()
         shards = [stream.next_batch().flatten() for stream in ranks]
