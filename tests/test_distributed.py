@@ -105,15 +105,18 @@ def straight(tmp_path_factory) -> tuple[Path, list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def resumed(
-    tmp_path_factory,
-) -> tuple[Path, list[dict[str, Any]], list[dict[str, Any]]]:
-    """The straight run's config stopped after 2 steps, then resumed to 4."""
-    out = tmp_path_factory.mktemp("resumed")
+def repeated(tmp_path_factory) -> tuple[Path, list[dict[str, Any]]]:
+    """The straight run's config, stopped after 2 steps."""
+    out = tmp_path_factory.mktemp("repeated")
     overrides = [*COMMON, f"trainer.batch_size={BATCH_PER_RANK}", "trainer.max_steps=2"]
-    first = launch("run", out, *overrides)
-    second = launch("resume", out, "trainer.max_steps=4")
-    return out, first, second
+    return out, launch("run", out, *overrides)
+
+
+@pytest.fixture(scope="module")
+def resumed(repeated) -> tuple[Path, list[dict[str, Any]]]:
+    """The repeated run resumed to the straight run's 4 steps."""
+    out, _ = repeated
+    return out, launch("resume", out, "trainer.max_steps=4")
 
 
 # -- a real 2-process run -----------------------------------------------------
@@ -187,9 +190,9 @@ def test_checkpoint_holds_every_rank_streams(straight):
 
 
 @requires_fashion_mnist
-def test_same_seed_reproduces_rank_draws(straight, resumed):
+def test_same_seed_reproduces_rank_draws(straight, repeated):
     _, first_run = straight
-    _, second_run, _ = resumed
+    _, second_run = repeated
     for rank in range(2):
         assert torch.equal(
             first_run[rank]["first_latent"], second_run[rank]["first_latent"]
@@ -202,10 +205,11 @@ def test_same_seed_reproduces_rank_draws(straight, resumed):
         )
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_resume_matches_straight_run(straight, resumed):
     straight_out, straight_ranks = straight
-    resumed_out, _, resumed_ranks = resumed
+    resumed_out, resumed_ranks = resumed
     for rank in range(2):
         final = resumed_ranks[rank]["final"]
         assert max_difference(straight_ranks[rank]["final"], final) == 0.0, rank
