@@ -22,6 +22,17 @@ Example::
         --batch-size 64 128
 
 Each configuration prints one JSON line, then a table follows.
+
+Under torchrun the script measures data-parallel scaling instead: every rank
+times the same DistributedDataParallel step as ``genlatent run`` (per-rank
+batch ``--batch-size``), then a single-process run of the same step on rank
+0's device, and rank 0 prints images/s per device at N devices, at 1 device,
+and their ratio, the scaling efficiency::
+
+    torchrun --nproc_per_node=8 benchmarks/throughput.py --device cuda
+
+Scaling efficiency means something only with one GPU per rank. On CPU the
+ranks share the cores, so the figure measures contention, not scaling.
 """
 
 from __future__ import annotations
@@ -38,7 +49,15 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from genlatent.config import TrainerConfig
 from genlatent.data import scale_images
+from genlatent.distributed import (
+    destroy_process_group,
+    gather_objects,
+    launched_world,
+    replicate,
+    setup_process_group,
+)
 from genlatent.plugins import load_plugins
 from genlatent.regularizers import GeneratedBatch
 from genlatent.run import build_trainer, resolve_config
@@ -302,6 +321,40 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def measure_scaling(args: argparse.Namespace, batch_size: int) -> dict | None:
+    """Images/s per device of the DDP step at this world size over the same
+    step in one process; returns the record on rank 0 and None elsewhere."""
+    world = launched_world()
+    device = torch.device(args.device)
+    setup_process_group(TrainerConfig(), device)
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    trainer = build(args.experiment, batch_size, device)
+    replicate(trainer, world)
+    shape = trainer.architecture.image_shape
+    real = torch.randint(0, 256, (batch_size, *shape), dtype=torch.uint8, device=device)
+    timing = {"warmup": args.warmup, "steps": args.steps, "repeats": args.repeats}
+    rates = time_step(trainer.train_step, real, device, **timing)
+    per_device = statistics.median(gather_objects(statistics.median(rates)))
+    destroy_process_group()
+    if not world.is_main:
+        return None
+    single = build(args.experiment, batch_size, device)
+    single_rate = statistics.median(
+        time_step(single.train_step, real, device, **timing)
+    )
+    return {
+        "experiment": args.experiment,
+        "device": str(device),
+        "batch_size_per_rank": batch_size,
+        "world_size": world.world_size,
+        "images_per_s_per_device": per_device,
+        "images_per_s_one_device": single_rate,
+        "images_per_s_total": per_device * world.world_size,
+        "scaling_efficiency": per_device / single_rate,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", default="infogan-mnist")
@@ -330,6 +383,11 @@ def main() -> None:
         "--matmul-seconds", type=float, default=2.0, help="time spent measuring matmul"
     )
     args = parser.parse_args()
+    if launched_world().is_distributed:
+        result = measure_scaling(args, args.batch_size[0])
+        if result is not None:
+            print(json.dumps(result))
+        return
     device = torch.device(args.device)
     dtype = AUTOCAST[args.autocast] or torch.float32
     matmul_rate = matmul_flops_per_s(device, dtype, args.matmul_seconds)

@@ -15,12 +15,19 @@ from tqdm import tqdm
 
 from genlatent import __version__
 from genlatent.config import dumps
+from genlatent.distributed import destroy_process_group, launched_world
 from genlatent.errors import GenlatentError
 from genlatent.inspection import load_run, sample, save_traversals
 from genlatent.latent import LatentSpec
 from genlatent.plotting import plot_mutual_information
 from genlatent.plugins import PluginHost, load_plugins
-from genlatent.run import build_trainer, resolve_config, resume_run, run_experiment
+from genlatent.run import (
+    RunResult,
+    build_trainer,
+    resolve_config,
+    resume_run,
+    run_experiment,
+)
 from genlatent.summary import format_table, layer_table
 from genlatent.traversal import image_grid, save_labelled_grid
 
@@ -36,9 +43,16 @@ class _TqdmHandler(logging.Handler):
 
 def _configure_logging(verbose: bool) -> None:
     handler = _TqdmHandler()
-    handler.setFormatter(logging.Formatter("genlatent: %(levelname)s: %(message)s"))
+    world = launched_world()
+    handler.setFormatter(
+        logging.Formatter(f"{_program_name()}: %(levelname)s: %(message)s")
+    )
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    level = logging.DEBUG if verbose else logging.INFO
+    if not world.is_main and not verbose:
+        # Every rank logs the same progress; rank 0's is enough.
+        level = logging.WARNING
+    logger.setLevel(level)
     logger.propagate = False
 
 
@@ -326,6 +340,22 @@ def _command_plugins(plugins: PluginHost, as_json: bool) -> None:
             print(f"  {plural}: {', '.join(names)}")
 
 
+def _print_result(result: RunResult) -> None:
+    if result.interrupted:
+        folder = result.run_dir
+        print(
+            f"interrupted at step {result.steps}; run folder: {folder}; "
+            f"continue with `genlatent resume {folder}`"
+        )
+    else:
+        print(f"finished step {result.steps}; run folder: {result.run_dir}")
+
+
+def _program_name() -> str:
+    world = launched_world()
+    return f"genlatent[rank {world.rank}]" if world.is_distributed else "genlatent"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     # Plugins load before the full parse, so that their problems are reported
@@ -341,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GenlatentError as error:
         if options.debug:
             raise
-        print(f"genlatent: error: {error}", file=sys.stderr)
+        print(f"{_program_name()}: error: {error}", file=sys.stderr)
         return 1
 
     parser = _build_parser()
@@ -386,20 +416,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             else:
                 result = resume_run(args.run_dir, args.overrides, plugins=plugins)
-            if result.interrupted:
-                folder = result.run_dir
-                print(
-                    f"interrupted at step {result.steps}; run folder: {folder}; "
-                    f"continue with `genlatent resume {folder}`"
-                )
-            else:
-                print(f"finished step {result.steps}; run folder: {result.run_dir}")
+            destroy_process_group()
+            if launched_world().is_main:
+                _print_result(result)
             # 130 is the shell's status for a run stopped by a signal.
             return 130 if result.interrupted else 0
     except GenlatentError as error:
         if args.debug:
             raise
-        print(f"genlatent: error: {error}", file=sys.stderr)
+        print(f"{_program_name()}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("genlatent: interrupted", file=sys.stderr)

@@ -156,6 +156,12 @@ class TrainerConfig:
     channels_last: bool = False
     # Compile the networks with torch.compile (needs a C++ compiler on CPU).
     compile: bool = False
+    # Under torchrun: synchronise batch-norm statistics across ranks with
+    # torch.nn.SyncBatchNorm. None means on for CUDA and off for CPU, where
+    # torch has no SyncBatchNorm kernels. Ignored in a single process.
+    sync_batch_norm: bool | None = None
+    # Seconds a collective waits for the other ranks before it fails.
+    process_group_timeout_s: float = attrs.field(default=600.0, validator=positive)
 
 
 @attrs.define

@@ -24,11 +24,13 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST
@@ -327,22 +329,80 @@ def scale_images(
     return images.to(dtype) * ((high - low) / 255.0) + low
 
 
-class _EpochBatchSampler(Sampler[list[int]]):
-    """Index batches of one epoch of a :class:`BatchStream`, from its position."""
+_augmentation = threading.local()
 
-    def __init__(self, order: torch.Tensor, start: int, batch_size: int) -> None:
-        self.order = order
-        self.start = start
-        self.batch_size = batch_size
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for begin in range(
-            self.start, len(self.order) - self.batch_size + 1, self.batch_size
-        ):
-            yield self.order[begin : begin + self.batch_size].tolist()
+def augmentation_generator() -> torch.Generator:
+    """Return the torch.Generator that a data set's ``__getitem__`` draws its
+    random augmentation from.
+
+    While a :class:`BatchStream` loads an item, the generator is seeded from
+    the run seed, the epoch and the item's position in that epoch's
+    permutation. Every item of every epoch so gets its own stream, the same
+    in every DataLoader worker, on every rank and after a resume, whatever
+    ``data.num_workers`` and the world size are. Outside a BatchStream it is
+    one generator per process and thread, seeded from ``torch.initial_seed()``
+    (which DataLoader sets per worker), so draws then depend on the worker
+    layout.
+    """
+    generator: torch.Generator | None = getattr(_augmentation, "generator", None)
+    if generator is None:
+        generator = torch.Generator().manual_seed(torch.initial_seed())
+        _augmentation.generator = generator
+    return generator
+
+
+def augmentation_seed(seed: int, epoch: int, position: int) -> int:
+    """Seed of the augmentation stream of the item at ``position`` of epoch
+    ``epoch``'s permutation, a 63-bit SeedSequence hash."""
+    entropy = [seed % 2**64, epoch, position]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
+
+
+class _SeededItems(Dataset):
+    """A data set read by ``(seed, epoch, position, index)`` keys: seeds
+    :func:`augmentation_generator` for the item, then loads ``index``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, key: tuple[int, int, int, int]) -> Any:
+        seed, epoch, position, index = key
+        previous = getattr(_augmentation, "generator", None)
+        _augmentation.generator = torch.Generator().manual_seed(
+            augmentation_seed(seed, epoch, position)
+        )
+        try:
+            return self.dataset[index]
+        finally:
+            _augmentation.generator = previous
+
+
+class _EpochBatchSampler(Sampler[list[tuple[int, int, int, int]]]):
+    """Item keys of this rank's batches of one epoch of a :class:`BatchStream`,
+    from its position; keys are what :class:`_SeededItems` reads."""
+
+    def __init__(self, stream: BatchStream) -> None:
+        self.order = stream._order
+        self.seed = stream.seed
+        self.epoch = stream.epoch
+        self.start = stream.position
+        self.batch_size = stream.batch_size
+        self.global_batch_size = stream.global_batch_size
+        self.offset = stream.rank * stream.batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
+        last = len(self.order) - self.global_batch_size
+        for begin in range(self.start, last + 1, self.global_batch_size):
+            first = begin + self.offset
+            positions = range(first, first + self.batch_size)
+            yield [
+                (self.seed, self.epoch, position, int(self.order[position]))
+                for position in positions
+            ]
 
     def __len__(self) -> int:
-        return (len(self.order) - self.start) // self.batch_size
+        return (len(self.order) - self.start) // self.global_batch_size
 
 
 def _collate_images(samples: Sequence[tuple[torch.Tensor, Any]]) -> torch.Tensor:
@@ -353,8 +413,16 @@ class BatchStream:
     """An endless stream of uint8 image batches in a seeded shuffled order.
 
     Epoch ``e`` visits the images in ``randperm`` order drawn from a generator
-    seeded with ``(seed, e)`` and drops the last partial batch, so the order
-    depends only on the seed and is restored exactly from :meth:`state_dict`.
+    seeded with ``(seed, e)`` and drops the last partial global batch, so the
+    order depends only on the seed and is restored exactly from
+    :meth:`state_dict`.
+
+    With ``world_size`` ranks, each global batch of ``batch_size * world_size``
+    consecutive images of the permutation is cut into ``world_size`` slices
+    and rank r gets slice r. The ranks' batches of one step are therefore
+    disjoint, and together they are the batch that a single process with
+    ``batch_size * world_size`` would draw. Every rank holds the same
+    :meth:`state_dict`, in images of the global permutation.
     """
 
     def __init__(
@@ -365,15 +433,23 @@ class BatchStream:
         seed: int,
         device: torch.device,
         num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        if len(data) < batch_size:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of size {world_size}")
+        self.global_batch_size = batch_size * world_size
+        if len(data) < self.global_batch_size:
+            per_rank = f" on each of {world_size} ranks" if world_size > 1 else ""
             raise DataError(
                 f"data set {data.name!r} at {data.location} has {len(data)} "
-                f"images, fewer than trainer.batch_size={batch_size}; lower the "
-                "batch size or add images"
+                f"images, fewer than trainer.batch_size={batch_size}{per_rank}; "
+                "lower the batch size or the number of processes, or add images"
             )
         self.data = data
         self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
         self.seed = seed
         self.device = device
         self.num_workers = num_workers
@@ -398,24 +474,26 @@ class BatchStream:
         self._loader_iter = None
 
     def next_batch(self) -> torch.Tensor:
-        """Return the next ``(batch_size, *image_shape)`` uint8 batch on the device."""
-        if self.position + self.batch_size > len(self._order):
+        """Return this rank's next ``(batch_size, *image_shape)`` uint8 batch
+        on the device."""
+        if self.position + self.global_batch_size > len(self._order):
             self._start_epoch(self.epoch + 1)
         if self._images is not None:
-            indices = self._order[self.position : self.position + self.batch_size]
+            first = self.position + self.rank * self.batch_size
+            indices = self._order[first : first + self.batch_size]
             batch = self._images[indices.to(self._images.device)]
         else:
             if self._loader_iter is None:
                 self._loader_iter = iter(self._loader())
             batch = next(self._loader_iter).to(self.device, non_blocking=True)
-        self.position += self.batch_size
+        self.position += self.global_batch_size
         return batch
 
     def _loader(self) -> DataLoader:
-        sampler = _EpochBatchSampler(self._order, self.position, self.batch_size)
+        assert self.data.dataset is not None
         return DataLoader(
-            self.data.dataset,  # type: ignore[arg-type]
-            batch_sampler=sampler,
+            _SeededItems(self.data.dataset),
+            batch_sampler=_EpochBatchSampler(self),
             num_workers=self.num_workers,
             collate_fn=_collate_images,
             pin_memory=self.device.type == "cuda",

@@ -43,6 +43,18 @@ from genlatent.config import (
     set_override,
 )
 from genlatent.data import BatchStream, DatasetSource, ImageData
+from genlatent.distributed import (
+    World,
+    any_rank,
+    average_metrics,
+    current_world,
+    gather_objects,
+    on_main_rank,
+    rank_checkpoint_state,
+    rank_seed,
+    replicate,
+    setup_process_group,
+)
 from genlatent.errors import CheckpointError, ConfigError, DataError, RunFolderError
 from genlatent.latent import LatentSpec
 from genlatent.losses import AdversarialLoss
@@ -358,23 +370,38 @@ def run_experiment(
         name = experiment if isinstance(experiment, str) else experiment.name
         return resume_run(resume, overrides, experiment=name, plugins=plugins)
     config = resolve_config(experiment, overrides, plugins=plugins)
-    seed_everything(config.trainer.seed, config.trainer.deterministic)
+    world = _join_world(config)
     prepared = prepare_experiment(config, plugins)
     trainer = build_trainer(config, plugins, prepared.device)
+    trainer.latent_generator.manual_seed(rank_seed(config.trainer.seed, world.rank))
+    replicate(trainer, world)
 
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    # Rank 0's time stamp names the folder on every rank.
+    stamp = gather_objects(datetime.now().strftime("%Y%m%d-%H%M%S"))[0]
     run_dir = Path(out) if out is not None else Path("runs") / f"{config.name}-{stamp}"
-    prepare_run_folder(run_dir, config, overwrite)
-    logger.info("run folder %s, device %s", run_dir, prepared.device)
-    metrics_logger = MetricsLogger(
-        run_dir, config.wandb, run_name=run_dir.name, config=config_to_dict(config)
-    )
+    on_main_rank(lambda: prepare_run_folder(run_dir, config, overwrite))
+    metrics_logger: MetricsLogger | None = None
+    if world.is_main:
+        logger.info("run folder %s, device %s", run_dir, prepared.device)
+        metrics_logger = MetricsLogger(
+            run_dir, config.wandb, run_name=run_dir.name, config=config_to_dict(config)
+        )
     try:
         return _train(
             trainer, prepared, batch_stream(prepared), metrics_logger, run_dir
         )
     finally:
-        metrics_logger.close()
+        if metrics_logger is not None:
+            metrics_logger.close()
+
+
+def _join_world(config: ExperimentConfig) -> World:
+    """Join torchrun's process group, if any, and seed this rank's streams."""
+    device = select_device(config.trainer.device)
+    world = setup_process_group(config.trainer, device)
+    seed = rank_seed(config.trainer.seed, world.rank)
+    seed_everything(seed, config.trainer.deterministic)
+    return world
 
 
 def resume_run(
@@ -407,7 +434,10 @@ def resume_run(
             f"{run_dir} contains a run of {saved.name!r}, not {experiment!r}; "
             f"resume it with `genlatent resume {run_dir}`"
         )
-    remove_partial_files(run_dir / CHECKPOINTS_DIR)
+    config = resolve_config(saved, overrides, plugins=plugins)
+    world = _join_world(config)
+    # Rank 0 clears what a killed writer left before any rank lists the folder.
+    on_main_rank(lambda: remove_partial_files(run_dir / CHECKPOINTS_DIR))
     found = load_latest_checkpoint(run_dir / CHECKPOINTS_DIR)
     if found is None:
         raise RunFolderError(
@@ -415,27 +445,29 @@ def resume_run(
             "start a new run instead"
         )
     path, state = found
-    config = resolve_config(saved, overrides, plugins=plugins)
     check_checkpoint_fits(path, state, config)
-    seed_everything(config.trainer.seed, config.trainer.deterministic)
+    state = rank_checkpoint_state(world, state, state.get("ranks"))
     prepared = prepare_experiment(config, plugins)
     trainer = build_trainer(config, plugins, prepared.device)
     trainer.load_state_dict(state)
+    replicate(trainer, world)
     stream = batch_stream(prepared)
     stream.load_state_dict(state["data"])
-    logged_through = truncate_metrics(run_dir, trainer.step)
-    (run_dir / CONFIG_FILE).write_text(
-        json.dumps(config_to_dict(config), indent=2) + "\n", encoding="utf-8"
-    )
-    logger.info("resuming %s from %s (step %d)", run_dir, path, trainer.step)
-    metrics_logger = MetricsLogger(
-        run_dir,
-        config.wandb,
-        run_name=run_dir.name,
-        config=config_to_dict(config),
-        wandb_id=state.get("wandb_id"),
-        wandb_logged_through=logged_through,
-    )
+    metrics_logger: MetricsLogger | None = None
+    if world.is_main:
+        logged_through = truncate_metrics(run_dir, trainer.step)
+        (run_dir / CONFIG_FILE).write_text(
+            json.dumps(config_to_dict(config), indent=2) + "\n", encoding="utf-8"
+        )
+        logger.info("resuming %s from %s (step %d)", run_dir, path, trainer.step)
+        metrics_logger = MetricsLogger(
+            run_dir,
+            config.wandb,
+            run_name=run_dir.name,
+            config=config_to_dict(config),
+            wandb_id=state.get("wandb_id"),
+            wandb_logged_through=logged_through,
+        )
     try:
         return _train(
             trainer,
@@ -446,7 +478,8 @@ def resume_run(
             accumulator_state=state.get("accumulator"),
         )
     finally:
-        metrics_logger.close()
+        if metrics_logger is not None:
+            metrics_logger.close()
 
 
 def check_checkpoint_fits(
@@ -499,12 +532,15 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
 def batch_stream(experiment: Experiment) -> BatchStream:
     """Build the training batch stream of a prepared experiment."""
     settings = experiment.config.trainer
+    world = current_world()
     return BatchStream(
         experiment.data,
         batch_size=settings.batch_size,
         seed=settings.seed,
         device=experiment.device,
         num_workers=experiment.config.data.num_workers,
+        rank=world.rank,
+        world_size=world.world_size,
     )
 
 
@@ -512,11 +548,14 @@ def _train(
     trainer: Trainer,
     experiment: Experiment,
     stream: BatchStream,
-    metrics_logger: MetricsLogger,
+    metrics_logger: MetricsLogger | None,
     run_dir: Path,
     accumulator_state: dict[str, Any] | None = None,
 ) -> RunResult:
+    """Train to ``trainer.max_steps``; ``metrics_logger`` is None on every
+    rank but rank 0, which alone writes to ``run_dir``."""
     settings = experiment.config.trainer
+    world = current_world()
     latent_spec = experiment.latent_spec
     entropies = {f"entropy/{name}": h for name, h in latent_spec.entropies().items()}
     # A fixed latent batch, drawn apart from the training stream, so every grid
@@ -540,23 +579,38 @@ def _train(
         state["accumulator"] = accumulator.state_dict()
         state["config"] = json.dumps(config_to_dict(experiment.config))
         state["latent_spec"] = json.dumps(latent_spec.to_config())
-        state["wandb_id"] = metrics_logger.wandb_id
         state["genlatent_version"] = importlib.metadata.version("genlatent")
-        save_checkpoint(
-            state, run_dir / CHECKPOINTS_DIR, trainer.step, settings.keep_checkpoints
+        if world.is_distributed:
+            # Every rank's own streams and metric sums, by rank, so that each
+            # rank resumes its own; the top-level ones are rank 0's.
+            state["ranks"] = gather_objects(
+                {"rng": state["rng"], "accumulator": state["accumulator"]}
+            )
+        if metrics_logger is not None:
+            state["wandb_id"] = metrics_logger.wandb_id
+        # The other ranks wait until the file is complete and fail with rank
+        # 0's error if the save fails.
+        on_main_rank(
+            lambda: save_checkpoint(
+                state,
+                run_dir / CHECKPOINTS_DIR,
+                trainer.step,
+                settings.keep_checkpoints,
+            )
         )
 
     progress = tqdm(
         total=settings.max_steps,
         initial=trainer.step,
-        disable=not settings.progress,
+        disable=not settings.progress or not world.is_main,
         unit="step",
         dynamic_ncols=True,
         # Redraw often on a terminal; in a log file, write a line every 30 s.
         mininterval=0.2 if sys.stderr.isatty() else 30.0,
     )
+    stopping = False
     with _stop_on_signals() as stop, progress:
-        while trainer.step < settings.max_steps and stop.signal_name is None:
+        while trainer.step < settings.max_steps and not stopping:
             metrics = trainer.train_step(stream.next_batch())
             accumulator.add(metrics)
             interval_steps += 1
@@ -567,15 +621,19 @@ def _train(
             if step % settings.log_every == 0 or is_last:
                 trainer.raise_on_divergence()
                 elapsed = time.perf_counter() - interval_start
-                record = accumulator.means()
+                record = average_metrics(accumulator.means())
                 record.update(entropies)
-                record["images_per_s"] = interval_steps * settings.batch_size / elapsed
-                metrics_logger.log(step, record)
+                num_images = interval_steps * settings.batch_size * world.world_size
+                record["images_per_s"] = num_images / elapsed
+                if metrics_logger is not None:
+                    metrics_logger.log(step, record)
                 last_record = record
                 progress.set_postfix(_progress_fields(record), refresh=False)
                 interval_start, interval_steps = time.perf_counter(), 0
 
-            if step % settings.sample_every == 0 or is_last:
+            if metrics_logger is not None and (
+                step % settings.sample_every == 0 or is_last
+            ):
                 path = run_dir / SAMPLES_DIR / f"step_{step:08d}.png"
                 images = trainer.generate(sample_latent)
                 _save_grid(images, experiment.architecture.output_range, path)
@@ -601,12 +659,13 @@ def _train(
                     )
                 metrics_logger.log_images(step, logged)
 
-            # A stop signal also ends the run with a checkpoint.
-            stopping = stop.signal_name is not None
+            # A stop signal also ends the run with a checkpoint. Under
+            # torchrun the ranks agree on it every step (one all-reduce of a
+            # flag), so that all of them stop after the same step.
+            stopping = any_rank(stop.signal_name is not None)
             if step % settings.checkpoint_every == 0 or is_last or stopping:
                 checkpoint()
-        interrupted = stop.signal_name is not None
-    return RunResult(run_dir, trainer.step, last_record, interrupted)
+    return RunResult(run_dir, trainer.step, last_record, stopping)
 
 
 def _progress_fields(record: dict[str, float]) -> dict[str, str]:

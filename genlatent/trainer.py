@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ from torch import nn
 
 from genlatent.config import AdamConfig, ExperimentConfig
 from genlatent.data import scale_images
+from genlatent.distributed import all_ranks, reduce_any
 from genlatent.errors import CheckpointError, ConfigError, DivergenceError
 from genlatent.latent import LatentSpec
 from genlatent.losses import AdversarialLoss
@@ -255,18 +257,27 @@ class Trainer(abc.ABC):
             self._flag_nonfinite(step, side, total, optimizer)
             return True
         # One host synchronisation per update: the price of never letting a
-        # non-finite loss reach the weights.
-        if bool(torch.isfinite(total)):
+        # non-finite loss reach the weights. Under torchrun the ranks agree
+        # first, so that all of them skip or stop together.
+        if all_ranks(torch.isfinite(total)):
             return True
-        parts = ", ".join(
-            f"{key}={float(value):.6g}"
-            for key, value in metrics.items()
-            if "loss" in key
-        )
-        message = (
-            f"step {step}: the {side} loss is {float(total.detach())} ({parts}); "
-            "the update was not applied"
-        )
+        value = float(total.detach())
+        if math.isfinite(value):
+            # Only another rank's loss is not finite; that rank reports it.
+            message = (
+                f"step {step}: the {side} loss is not finite on another rank; "
+                "the update was not applied"
+            )
+        else:
+            parts = ", ".join(
+                f"{key}={float(metric):.6g}"
+                for key, metric in metrics.items()
+                if "loss" in key
+            )
+            message = (
+                f"step {step}: the {side} loss is {value} ({parts}); "
+                "the update was not applied"
+            )
         if self.config.trainer.on_divergence == "stop":
             raise DivergenceError(
                 f"{message}. Training stopped; the last checkpoint is kept. Lower "
@@ -286,7 +297,9 @@ class Trainer(abc.ABC):
         total: torch.Tensor,
         optimizer: torch.optim.Optimizer,
     ) -> None:
-        nonfinite = ~torch.isfinite(total.detach())
+        # Under torchrun every rank skips when any rank's loss is not finite,
+        # because the all-reduced gradients carry that rank's non-finite values.
+        nonfinite = reduce_any(~torch.isfinite(total.detach()))
         # Fused Adam reads found_inf, the flag torch.amp.GradScaler also sets,
         # skips the update when it is nonzero and leaves the step count as is.
         optimizer.found_inf = nonfinite.to(torch.float32)  # type: ignore[attr-defined]
@@ -461,6 +474,13 @@ class AdversarialTrainer(Trainer):
         self.generator_optimizer = self.adam(
             self.generator.parameters(), optim.generator
         )
+        # What the training step calls: the networks themselves in one
+        # process, DistributedDataParallel wrappers under torchrun
+        # (genlatent.distributed.replicate).
+        self.training_generator: nn.Module = self.generator
+        self.discriminator_objective: Callable[
+            [torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, Metrics]
+        ] = self.discriminator_loss
         if config.trainer.channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
@@ -548,7 +568,7 @@ class AdversarialTrainer(Trainer):
         if self.config.trainer.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         with torch.set_grad_enabled(update_generator), self.autocast():
-            fake = self.generator(latent)
+            fake = self.training_generator(latent)
         metrics: Metrics = {}
         if (
             self.discriminator_update(step, real, latent, fake, metrics)
@@ -567,6 +587,22 @@ class AdversarialTrainer(Trainer):
         metrics: Metrics,
     ) -> bool:
         """Update the discriminator and regularizer modules; False if skipped."""
+        total, terms = self.discriminator_objective(real, latent, fake)
+        metrics.update(terms)
+        if not self.check_finite(
+            step, "discriminator", total, metrics, self.discriminator_optimizer
+        ):
+            return False
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.discriminator_optimizer.step()
+        return True
+
+    def discriminator_loss(
+        self, real: torch.Tensor, latent: torch.Tensor, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, Metrics]:
+        """Return the discriminator-side objective and its detached terms."""
+        metrics: Metrics = {}
         with self.autocast():
             real_logits, _ = self.discriminator(real)
             fake_logits, fake_features = self.discriminator(fake.detach())
@@ -581,14 +617,7 @@ class AdversarialTrainer(Trainer):
             terms.insert(0, ("penalty", RegularizerTerm(penalty)))
         total = sum_terms(d_loss, terms, metrics, "d")
         metrics["d_loss"] = d_loss.detach()
-        if not self.check_finite(
-            step, "discriminator", total, metrics, self.discriminator_optimizer
-        ):
-            return False
-        self.discriminator_optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.discriminator_optimizer.step()
-        return True
+        return total, metrics
 
     def critic_output(self, images: torch.Tensor) -> torch.Tensor:
         """The discriminator's ``(batch,)`` real/fake logits (critic values)."""
