@@ -489,6 +489,8 @@ def test_plugins_json_record(
     }
 
 
+@requires_fashion_mnist
+@pytest.mark.realdata
 def test_run_plugin_experiment_exits_zero(
     image_l2_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -496,6 +498,8 @@ def test_run_plugin_experiment_exits_zero(
     assert result.returncode == 0, result.stderr
 
 
+@requires_fashion_mnist
+@pytest.mark.realdata
 def test_run_plugin_experiment_logs_steps(
     image_l2_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -503,6 +507,8 @@ def test_run_plugin_experiment_logs_steps(
     assert [record["step"] for record in read_metrics(run_dir)] == [1, 2]
 
 
+@requires_fashion_mnist
+@pytest.mark.realdata
 def test_run_logs_regularizer_metric(
     image_l2_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -511,6 +517,8 @@ def test_run_logs_regularizer_metric(
         assert record["image_l2/mean_square"] > 0, record
 
 
+@requires_fashion_mnist
+@pytest.mark.realdata
 def test_run_weights_regularizer_term(
     image_l2_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -522,6 +530,8 @@ def test_run_weights_regularizer_term(
         assert math.isclose(record["g_loss/image_l2"], expected, rel_tol=1e-5), record
 
 
+@requires_fashion_mnist
+@pytest.mark.realdata
 def test_run_config_records_override(
     image_l2_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -630,6 +640,8 @@ def test_help_no_traceback(three_help: subprocess.CompletedProcess[str]) -> None
     assert "Traceback" not in three_help.stderr
 
 
+@requires_fashion_mnist
+@pytest.mark.realdata
 def test_run_after_broken_plugin_exits_zero(
     three_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -637,6 +649,8 @@ def test_run_after_broken_plugin_exits_zero(
     assert result.returncode == 0, result.stderr
 
 
+@requires_fashion_mnist
+@pytest.mark.realdata
 def test_run_after_broken_plugin_logs_steps(
     three_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -644,6 +658,8 @@ def test_run_after_broken_plugin_logs_steps(
     assert [record["step"] for record in read_metrics(run_dir)] == [1, 2]
 
 
+@requires_fashion_mnist
+@pytest.mark.realdata
 def test_run_after_broken_plugin_warns(
     three_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -672,8 +688,18 @@ def test_show_clash_warns(three_show: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_plugins_load_order(three_plugins: subprocess.CompletedProcess[str]) -> None:
+    # The core and the built-in plugins first, so a third-party plugin can
+    # never take a built-in's name; then third-party ones by distribution name.
     names = [record["name"] for record in json.loads(three_plugins.stdout)]
-    assert names == ["genlatent.defaults", "infogan", "broken_a", "clash_b", "toy_c"]
+    assert names == [
+        "genlatent.defaults",
+        "infogan",
+        "losses",
+        "vae",
+        "broken_a",
+        "clash_b",
+        "toy_c",
+    ]
 
 
 def test_plugins_broken_failed(

@@ -17,7 +17,7 @@ from genlatent.checkpoint import list_checkpoints, load_checkpoint
 from genlatent.errors import CheckpointError, RunFolderError
 from genlatent.plugins import load_plugins
 from genlatent.run import (
-    _stream,
+    batch_stream,
     build_trainer,
     prepare_experiment,
     prepare_run_folder,
@@ -164,7 +164,7 @@ def test_resume_restores_optimizer_and_streams(tmp_path):
     experiment = prepare_experiment(config, plugins)
     torch.manual_seed(0)
     trainer = build_trainer(config, plugins, torch.device("cpu"))
-    stream = _stream(experiment)
+    stream = batch_stream(experiment)
     for _ in range(100):
         trainer.train_step(stream.next_batch())
     state = trainer.state_dict()
@@ -173,7 +173,7 @@ def test_resume_restores_optimizer_and_streams(tmp_path):
     torch.manual_seed(123)  # a different initialisation, overwritten by the load
     restored = build_trainer(config, plugins, torch.device("cpu"))
     restored.load_state_dict(state)
-    restored_stream = _stream(experiment)
+    restored_stream = batch_stream(experiment)
     restored_stream.load_state_dict(state["data"])
 
     saved = state["discriminator_optimizer"]["state"]
