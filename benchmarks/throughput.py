@@ -329,7 +329,8 @@ def measure_scaling(args: argparse.Namespace, batch_size: int) -> dict | None:
     setup_process_group(TrainerConfig(), device)
     if device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
-    trainer = build(args.experiment, batch_size, device)
+    overrides = trainer_overrides(args, batch_size)
+    trainer = build(args.experiment, overrides, device)
     replicate(trainer, world)
     shape = trainer.architecture.image_shape
     real = torch.randint(0, 256, (batch_size, *shape), dtype=torch.uint8, device=device)
@@ -339,7 +340,7 @@ def measure_scaling(args: argparse.Namespace, batch_size: int) -> dict | None:
     destroy_process_group()
     if not world.is_main:
         return None
-    single = build(args.experiment, batch_size, device)
+    single = build(args.experiment, overrides, device)
     single_rate = statistics.median(
         time_step(single.train_step, real, device, **timing)
     )
