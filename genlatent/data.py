@@ -461,16 +461,34 @@ class BatchStream:
             # and keeping it there removes the host-to-device copy per step.
             self._images = self._images.to(device)
         self._order = self._epoch_order()
+        self._image_order = self._order_on_image_device()
         self._loader_iter: Iterator[torch.Tensor] | None = None
 
     def _epoch_order(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return torch.randperm(len(self.data), generator=generator)
 
+    def _order_on_image_device(self) -> torch.Tensor:
+        """Copy the epoch's permutation to the device of the resident images.
+
+        :meth:`next_batch` then gathers each batch on the device. A per-step
+        copy of the indices from pageable host memory would make the host
+        wait for the GPU's queued work every step.
+        """
+        if self._images is None or self._images.device.type == "cpu":
+            return self._order
+        if self._images.device.type != "cuda":
+            return self._order.to(self._images.device)
+        # NOTE: this path has not run on a GPU. A pinned source lets the copy
+        # run asynchronously. torch's pinned-memory allocator keeps the source
+        # alive until the copy is done, even after the next epoch replaces it.
+        return self._order.pin_memory().to(self._images.device, non_blocking=True)
+
     def _start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.position = 0
         self._order = self._epoch_order()
+        self._image_order = self._order_on_image_device()
         self._loader_iter = None
 
     def next_batch(self) -> torch.Tensor:
@@ -480,8 +498,8 @@ class BatchStream:
             self._start_epoch(self.epoch + 1)
         if self._images is not None:
             first = self.position + self.rank * self.batch_size
-            indices = self._order[first : first + self.batch_size]
-            batch = self._images[indices.to(self._images.device)]
+            indices = self._image_order[first : first + self.batch_size]
+            batch = torch.index_select(self._images, 0, indices)
         else:
             if self._loader_iter is None:
                 self._loader_iter = iter(self._loader())

@@ -720,6 +720,24 @@ def test_stream_batch(build, device: str) -> None:
     assert batch.device.type == device
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_stream_cuda_no_host_sync() -> None:
+    # Batches of data resident on the GPU are gathered on the device, across
+    # an epoch boundary too. Sync debug mode "error" raises on any operation
+    # that makes the host wait for the GPU, such as a pageable copy.
+    stream = BatchStream(
+        indexed_data(40), batch_size=8, seed=3, device=torch.device("cuda")
+    )
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batches = [stream.next_batch() for _ in range(12)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    on_cpu = take(make_stream(indexed_data(40), seed=3, batch_size=8), 12)
+
+    assert [batch_indices(batch.cpu()) for batch in batches] == on_cpu
+
+
 @pytest.mark.parametrize("build", [indexed_data, indexed_dataset])
 def test_stream_epoch_covers(build) -> None:
     stream = make_stream(build(64), batch_size=16)
