@@ -37,6 +37,7 @@ from genlatent.checkpoint import (
 )
 from genlatent.config import (
     ExperimentConfig,
+    TrainerConfig,
     config_from_dict,
     config_to_dict,
     parse_override,
@@ -264,22 +265,25 @@ def prepare_run_folder(out: Path, config: ExperimentConfig, overwrite: bool) -> 
 
 
 class _StopRequest:
-    """Set by SIGINT or SIGTERM; the loop stops after the current step."""
+    """Set by SIGINT or SIGTERM; the loop stops at ``stop_point``, the end of
+    the current step unless :func:`stop_check_due` defers the check."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop_point: str) -> None:
         self.signal_name: str | None = None
+        self.stop_point = stop_point
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(signum).name
         logger.warning(
-            "%s received: stopping after this step and writing a checkpoint",
+            "%s received: stopping %s and writing a checkpoint",
             self.signal_name,
+            self.stop_point,
         )
 
 
 @contextmanager
-def _stop_on_signals() -> Iterator[_StopRequest]:
-    request = _StopRequest()
+def _stop_on_signals(stop_point: str) -> Iterator[_StopRequest]:
+    request = _StopRequest(stop_point)
     previous = {}
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -609,7 +613,12 @@ def _train(
         mininterval=0.2 if sys.stderr.isatty() else 30.0,
     )
     stopping = False
-    with _stop_on_signals() as stop, progress:
+    stop_point = (
+        "after this step"
+        if checks_stop_every_step(world, experiment.device)
+        else "after the next log or checkpoint step"
+    )
+    with _stop_on_signals(stop_point) as stop, progress:
         while trainer.step < settings.max_steps and not stopping:
             metrics = trainer.train_step(stream.next_batch())
             accumulator.add(metrics)
@@ -660,12 +669,43 @@ def _train(
                 metrics_logger.log_images(step, logged)
 
             # A stop signal also ends the run with a checkpoint. Under
-            # torchrun the ranks agree on it every step (one all-reduce of a
-            # flag), so that all of them stop after the same step.
-            stopping = any_rank(stop.signal_name is not None)
+            # torchrun the ranks agree on it (one all-reduce of a flag), so
+            # that all of them stop after the same step.
+            if stop_check_due(step, settings, world, experiment.device):
+                stopping = any_rank(stop.signal_name is not None)
             if step % settings.checkpoint_every == 0 or is_last or stopping:
                 checkpoint()
     return RunResult(run_dir, trainer.step, last_record, stopping)
+
+
+def checks_stop_every_step(world: World, device: torch.device) -> bool:
+    """True unless the ranks of a torchrun run train on CUDA."""
+    return not world.is_distributed or device.type != "cuda"
+
+
+def stop_check_due(
+    step: int, settings: TrainerConfig, world: World, device: torch.device
+) -> bool:
+    """Decide whether the training loop reads the stop flag after ``step``.
+
+    One process, and torchrun ranks on CPU, read it after every step, so a
+    signal stops the run at the end of the current step. Ranks on CUDA agree
+    on it with an NCCL all-reduce whose result the host reads, which waits
+    for every kernel queued so far. They read it only after log, checkpoint
+    and last steps, where the host waits for the device anyway, so a signal
+    stops them at the next such step. torchrun (torch 2.14.1) kills its
+    workers ``--shutdown-timeout`` seconds (30 by default) after it forwards
+    a signal. The stop checkpoint is therefore written only if that many
+    seconds cover ``trainer.log_every`` steps. CPU ranks read the flag every
+    step, because they are slower and gain nothing from skipping the check.
+    """
+    if checks_stop_every_step(world, device):
+        return True
+    return (
+        step % settings.log_every == 0
+        or step % settings.checkpoint_every == 0
+        or step == settings.max_steps
+    )
 
 
 def _progress_fields(record: dict[str, float]) -> dict[str, str]:

@@ -1,15 +1,19 @@
 """One rank of a test run under torchrun, through genlatent's real run path.
 
 Usage: ``torchrun ... tests/distributed_worker.py MODE OUT_DIR [KEY=VALUE ...]``
-with MODE ``run``, ``resume`` or ``fail``. The run folder is ``OUT_DIR/run``.
-Each rank writes ``OUT_DIR/<MODE>_rank<R>.pt`` with its parameters before and
-after the DistributedDataParallel setup, the latent input of its first step
-and its final networks and optimizer states, so a test can compare ranks.
-``fail`` makes rank 1 raise in its second step.
+with MODE ``run``, ``resume``, ``fail`` or ``signal``. The run folder is
+``OUT_DIR/run``. Each rank writes ``OUT_DIR/<MODE>_rank<R>.pt`` with its
+parameters before and after the DistributedDataParallel setup, the latent
+input of its first step, its final networks and optimizer states, and the
+step it stopped at, so a test can compare ranks. ``fail`` makes rank 1 raise
+in its second step; ``signal`` makes rank 1 send itself SIGTERM in its second
+step.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,11 +37,13 @@ EXPERIMENT = "infogan-fashion-mnist"
 class RecordConfig:
     fail_on_rank: int = -1
     fail_at_step: int = 0
+    signal_on_rank: int = -1
+    signal_at_step: int = 0
 
 
 class RecordLatents(Regularizer):
-    """Keeps the latent input of the first step; raises on one rank and step
-    when configured to."""
+    """Keeps the latent input of the first step; raises, or sends its own
+    process SIGTERM, on one rank and step when configured to."""
 
     name = "record"
     config_class = RecordConfig
@@ -54,6 +60,11 @@ class RecordLatents(Regularizer):
         rank = dist.get_rank() if dist.is_initialized() else 0
         if rank == self.config.fail_on_rank and self.calls == self.config.fail_at_step:
             raise RuntimeError(f"injected failure on rank {rank} at step {self.calls}")
+        if (
+            rank == self.config.signal_on_rank
+            and self.calls == self.config.signal_at_step
+        ):
+            os.kill(os.getpid(), signal.SIGTERM)
         return None
 
 
@@ -139,12 +150,20 @@ def main() -> None:
     genlatent.run.replicate = spy  # type: ignore[assignment]
     run_dir = out / "run"
     if mode == "resume":
-        genlatent.run.resume_run(run_dir, overrides, plugins=plugins)
+        result = genlatent.run.resume_run(run_dir, overrides, plugins=plugins)
     else:
         if mode == "fail":
             overrides = [*overrides, "record.fail_on_rank=1", "record.fail_at_step=2"]
+        if mode == "signal":
+            overrides = [
+                *overrides,
+                "record.signal_on_rank=1",
+                "record.signal_at_step=2",
+            ]
         config = experiment_config(plugins)
-        genlatent.run.run_experiment(config, overrides, out=run_dir, plugins=plugins)
+        result = genlatent.run.run_experiment(
+            config, overrides, out=run_dir, plugins=plugins
+        )
     trainer = spy.trainer
     assert trainer is not None
     record = trainer.regularizers["record"]
@@ -158,6 +177,8 @@ def main() -> None:
             "discriminator_optimizer": trainer.discriminator_optimizer.state_dict(),
             "generator_optimizer": trainer.generator_optimizer.state_dict(),
             "latent_generator": trainer.latent_generator.get_state(),
+            "steps": result.steps,
+            "interrupted": result.interrupted,
         },
         out / f"{mode}_rank{rank}.pt",
     )

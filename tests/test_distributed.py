@@ -20,8 +20,9 @@ import genlatent.run
 from genlatent.checkpoint import list_checkpoints, load_checkpoint
 from genlatent.config import TrainerConfig
 from genlatent.data import BatchStream, ImageData, augmentation_generator
-from genlatent.distributed import rank_seed, uses_sync_batch_norm
+from genlatent.distributed import World, rank_seed, uses_sync_batch_norm
 from genlatent.errors import ConfigError, DataError
+from genlatent.run import stop_check_due
 from genlatent.tracking import read_metrics
 
 from .conftest import requires_fashion_mnist
@@ -242,6 +243,40 @@ def test_failing_rank_stops_every_rank(tmp_path):
     assert not list((tmp_path / "run" / "checkpoints").glob("*.pt"))
     assert not list(tmp_path.glob("fail_rank*.pt"))
     assert elapsed < LAUNCH_TIMEOUT
+
+
+@requires_fashion_mnist
+def test_signal_on_one_rank_stops_all(tmp_path):
+    # Rank 1 alone receives SIGTERM during step 2. CPU ranks agree on the
+    # stop flag after every step, so both stop after step 2 with a checkpoint.
+    overrides = [
+        *COMMON,
+        f"trainer.batch_size={BATCH_PER_RANK}",
+        "trainer.max_steps=50",
+        "trainer.log_every=100",
+        "trainer.checkpoint_every=100",
+    ]
+    result = torchrun("signal", tmp_path, *overrides)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "SIGTERM received: stopping after this step" in output
+    for rank in range(2):
+        record = torch.load(tmp_path / f"signal_rank{rank}.pt")
+        assert record["steps"] == 2, rank
+        assert record["interrupted"], rank
+    (checkpoint,) = list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert load_checkpoint(checkpoint)["step"] == 2
+
+
+def test_stop_check_cadence():
+    settings = TrainerConfig(log_every=5, checkpoint_every=7, max_steps=12)
+    steps = range(1, 13)
+    two_ranks = World(rank=1, world_size=2)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    due_on_cuda = [s for s in steps if stop_check_due(s, settings, two_ranks, cuda)]
+    assert due_on_cuda == [5, 7, 10, 12]
+    assert all(stop_check_due(s, settings, two_ranks, cpu) for s in steps)
+    assert all(stop_check_due(s, settings, World(), cuda) for s in steps)
 
 
 @requires_fashion_mnist
