@@ -40,8 +40,11 @@ def slow(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Time the training step and a real run on CPU, briefly.
 
-    Extra arguments go to ``benchmarks/throughput.py``; the full GPU sweep is
-    ``python benchmarks/throughput.py --device cuda ...`` (see the README).
+    Arguments after ``--`` go to ``benchmarks/throughput.py`` only, after its
+    defaults here, so they override them (argparse keeps the last value):
+    ``nox -s bench -- --batch-size 128 --channels-last``.
+    ``benchmarks/end_to_end.py`` always runs the short CPU configuration
+    below. The GPU sweep is in docs/performance.md.
     """
     install_project(session)
     session.run(

@@ -2,10 +2,13 @@
 
 The plain step is the one ``benchmarks/throughput.py`` times as its baseline:
 two generator forward passes, discriminator weight gradients in the generator
-update, torch's default Adam and explicitly padded convolutions. The trainer's
+update and torch's default Adam, on the trainer's own networks. The trainer's
 step skips that work or fuses it, which may change float rounding but not the
 math: the structural savings give bitwise equal parameters, and the fused
-optimizer agrees with torch's default Adam to float32 rounding.
+optimizer agrees with torch's default Adam to float32 rounding. The networks'
+convolutions pad inside the kernel where the padding is symmetric. Tests below
+compare them with convolutions of an explicitly padded copy of the input, per
+layer and over a whole step.
 """
 
 from __future__ import annotations
@@ -149,8 +152,37 @@ def test_trainer_step_equals_plain_step(experiment: str) -> None:
     assert max_difference(after, parameters_of(baseline)) == 0.0
 
 
+class ExplicitlyPaddedConv2d(Conv2dSame):
+    """Conv2dSame that always pads a copy of its input with F.pad and then
+    runs an unpadded convolution, as Conv2dSame does for asymmetric padding."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        top, bottom = self.same_padding(
+            images.shape[-2], self.kernel_size[0], self.stride[0]
+        )
+        left, right = self.same_padding(
+            images.shape[-1], self.kernel_size[1], self.stride[1]
+        )
+        padded = F.pad(images, (left, right, top, bottom))
+        return F.conv2d(
+            padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
+        )
+
+
+def pad_explicitly(trainer: AdversarialTrainer) -> int:
+    """Switch every Conv2dSame of the trainer's networks to explicit padding,
+    keeping its parameters; return how many layers were switched."""
+    switched = 0
+    for network in (trainer.generator, trainer.discriminator, trainer.regularizers):
+        for layer in network.modules():
+            if type(layer) is Conv2dSame:
+                layer.__class__ = ExplicitlyPaddedConv2d
+                switched += 1
+    return switched
+
+
 def step_results(
-    *overrides: str,
+    *overrides: str, explicit_padding: bool = False
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Losses and parameter gradients of one training step.
 
@@ -161,6 +193,8 @@ def step_results(
     trainer = build(
         "optim.discriminator.lr=1e-12", "optim.generator.lr=1e-12", *overrides
     )
+    if explicit_padding:
+        assert pad_explicitly(trainer) > 0
     metrics = trainer.train_step(real_batches(trainer, 1)[0])
     modules = {
         "generator": trainer.generator,
@@ -174,6 +208,17 @@ def step_results(
             gradients[f"{prefix}.{name}"] = parameter.grad.detach().clone()
     losses = {key: float(value) for key, value in metrics.items() if "loss" in key}
     return losses, gradients
+
+
+def test_padding_in_kernel_step_matches_explicit() -> None:
+    losses, gradients = step_results()
+    padded_losses, padded_gradients = step_results(explicit_padding=True)
+    # The same products summed in another order: float32 rounding only.
+    assert padded_losses == pytest.approx(losses, rel=1e-5)
+    for key, gradient in gradients.items():
+        torch.testing.assert_close(
+            padded_gradients[key], gradient, rtol=1e-4, atol=1e-6, msg=key
+        )
 
 
 def test_channels_last_step_matches_default() -> None:
