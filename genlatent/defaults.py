@@ -12,7 +12,7 @@ from torchvision import datasets
 from genlatent.data import IDXDatasetSource
 from genlatent.hookspecs import Register, hookimpl
 from genlatent.image_data import image_data_sources
-from genlatent.latent import CODE_KINDS
+from genlatent.latent import BUILTIN_CODE_KINDS
 from genlatent.losses import StandardGANLoss
 from genlatent.models import GANModel
 
@@ -47,5 +47,5 @@ def register_datasets(register: Register) -> None:
 
 @hookimpl
 def register_latent_codes(register: Register) -> None:
-    for code_class in CODE_KINDS.values():
+    for code_class in BUILTIN_CODE_KINDS:
         register(code_class)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import attrs
@@ -56,6 +57,11 @@ class LatentCode(abc.ABC):
     (``input_dim``), the number of recognition-network outputs the posterior
     needs (``posterior_dim``, 0 for noise) and the negative log-likelihood of a
     sampled value under that posterior.
+
+    A subclass is an attrs class with a unique ``kind``, because
+    :meth:`to_config` and :func:`code_from_config` read its attrs fields. A
+    plugin makes a new kind usable in configs with the
+    ``register_latent_codes`` hook.
     """
 
     kind: ClassVar[str]
@@ -186,8 +192,10 @@ class ContinuousCode(LatentCode):
         _check_name(self.name)
         _check_positive_int(self.name, "dim", self.dim)
         _check_choice(self.name, "prior", self.prior, ("uniform", "gaussian"))
+        # bool is an int subclass, so True would otherwise pass as std 1.
         if self.fixed_std is not None and not (
             isinstance(self.fixed_std, int | float)
+            and not isinstance(self.fixed_std, bool)
             and math.isfinite(self.fixed_std)
             and self.fixed_std > 0
         ):
@@ -289,21 +297,69 @@ class NoiseCode(LatentCode):
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
-CODE_KINDS: dict[str, type[LatentCode]] = {
-    cls.kind: cls for cls in (CategoricalCode, ContinuousCode, NoiseCode)
-}
+BUILTIN_CODE_KINDS: tuple[type[LatentCode], ...] = (
+    CategoricalCode,
+    ContinuousCode,
+    NoiseCode,
+)
+
+# The code kinds that configs may name, by kind. genlatent.plugins.load_plugins
+# replaces them with every kind the loaded plugins registered (the built-ins
+# first, through genlatent.defaults), so the most recently loaded plugin host
+# decides. Without plugins loaded, only the built-in kinds are known.
+_code_kinds: dict[str, type[LatentCode]] = {cls.kind: cls for cls in BUILTIN_CODE_KINDS}
 
 
-def code_from_config(config: Mapping[str, Any]) -> LatentCode:
-    """Build a latent code from a dict such as ``{"kind": "categorical", ...}``."""
+def code_kinds() -> Mapping[str, type[LatentCode]]:
+    """Return a read-only view of the code kinds that configs may name."""
+    return MappingProxyType(_code_kinds)
+
+
+def set_code_kinds(kinds: Mapping[str, type[LatentCode]]) -> None:
+    """Replace the code kinds that :func:`code_from_config` reads by default.
+
+    :func:`genlatent.plugins.load_plugins` calls this with the kinds the
+    plugins registered through ``register_latent_codes``.
+
+    Raises:
+        LatentSpecError: a value is not a LatentCode subclass or is registered
+            under a name other than its ``kind``.
+    """
+    for name, cls in kinds.items():
+        if not (isinstance(cls, type) and issubclass(cls, LatentCode)):
+            raise LatentSpecError(
+                f"latent code kind {name!r} must be a LatentCode subclass, got {cls!r}"
+            )
+        if getattr(cls, "kind", None) != name:
+            raise LatentSpecError(
+                f"latent code class {cls.__name__} has kind "
+                f"{getattr(cls, 'kind', None)!r} but is registered as {name!r}"
+            )
+    _code_kinds.clear()
+    _code_kinds.update(kinds)
+
+
+def code_from_config(
+    config: Mapping[str, Any],
+    kinds: Mapping[str, type[LatentCode]] | None = None,
+) -> LatentCode:
+    """Build a latent code from a dict such as ``{"kind": "categorical", ...}``.
+
+    Args:
+        config: the code's ``kind`` and its fields.
+        kinds: the code classes by kind; None uses :func:`code_kinds`, the
+            kinds of the most recently loaded plugins.
+    """
+    known_kinds = code_kinds() if kinds is None else kinds
     fields = dict(config)
     kind = fields.pop("kind", None)
-    if kind not in CODE_KINDS:
+    if kind not in known_kinds:
         raise LatentSpecError(
             f"unknown latent code kind {kind!r} in {dict(config)!r}; "
-            f"known kinds: {', '.join(sorted(CODE_KINDS))}"
+            f"known kinds: {', '.join(sorted(known_kinds))}. A plugin adds kinds "
+            "with the register_latent_codes hook"
         )
-    cls = CODE_KINDS[kind]
+    cls = known_kinds[kind]
     known = set(attrs.fields_dict(cls))  # type: ignore[arg-type]
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -511,9 +567,19 @@ class LatentSpec:
         return [code.to_config() for code in self.codes]
 
     @classmethod
-    def from_config(cls, config: Iterable[Mapping[str, Any]]) -> LatentSpec:
-        """Rebuild a specification written by :meth:`to_config`."""
-        return cls([code_from_config(code) for code in config])
+    def from_config(
+        cls,
+        config: Iterable[Mapping[str, Any]],
+        kinds: Mapping[str, type[LatentCode]] | None = None,
+    ) -> LatentSpec:
+        """Rebuild a specification written by :meth:`to_config`.
+
+        Args:
+            config: one dict per code, in generator-input order.
+            kinds: the code classes by kind; None uses :func:`code_kinds`, the
+                kinds of the most recently loaded plugins.
+        """
+        return cls([code_from_config(code, kinds) for code in config])
 
     @staticmethod
     def _check_width(

@@ -11,6 +11,9 @@ Name clashes follow one rule: the first registration of a name wins, so
 built-ins always win, and every later registration of the same name is rejected
 with a warning that names both plugins.
 
+The latent code kinds of the most recently loaded host are the ones that
+configs may name (:func:`genlatent.latent.code_kinds`).
+
 Environment variables:
     GENLATENT_DISABLE_PLUGINS: comma-separated entry-point or distribution names
         to skip.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.metadata
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +37,7 @@ import pluggy
 
 from genlatent import hookspecs
 from genlatent.errors import PluginError, UnknownNameError
+from genlatent.latent import LatentCode, set_code_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +65,6 @@ def _kinds() -> tuple[RegistryKind, ...]:
     # Imported here because these modules import the plugin machinery's users.
     from genlatent.config import ExperimentConfig
     from genlatent.data import DatasetSource
-    from genlatent.latent import LatentCode
     from genlatent.losses import AdversarialLoss
     from genlatent.models import Model
     from genlatent.nn import Architecture
@@ -115,10 +119,22 @@ def _kinds() -> tuple[RegistryKind, ...]:
         RegistryKind(
             "register_latent_codes",
             "latent_codes",
-            "a LatentCode subclass",
+            "a concrete LatentCode subclass defined with attrs and with a str kind",
             lambda obj: obj.kind,
-            is_subclass(LatentCode),
+            is_code_kind,
         ),
+    )
+
+
+def is_code_kind(obj: Any) -> bool:
+    """Check that ``obj`` can serve as a code kind in configs: a concrete
+    LatentCode subclass whose attrs fields :func:`code_from_config` fills."""
+    return (
+        isinstance(obj, type)
+        and issubclass(obj, LatentCode)
+        and not inspect.isabstract(obj)
+        and attrs.has(obj)
+        and isinstance(getattr(obj, "kind", None), str)
     )
 
 
@@ -180,6 +196,14 @@ class PluginHost:
     def experiment(self, name: str) -> Any:
         """Return a fresh, independent copy of the named experiment's config."""
         return copy.deepcopy(self.get("experiments", name))
+
+    def code_kinds(self) -> dict[str, Any]:
+        """Return the registered latent code classes by kind, the mapping that
+        :meth:`genlatent.latent.LatentSpec.from_config` takes as ``kinds``."""
+        return {
+            name: entry[0]
+            for name, entry in self.registry.get("latent_codes", {}).items()
+        }
 
     # -- loading -----------------------------------------------------------
 
@@ -379,4 +403,7 @@ def load_plugins(
         name = getattr(plugin, "__name__", type(plugin).__name__)
         host.add(plugin, PluginRecord(name, None, None, builtin=False))
     host.collect()
+    # Configs name code kinds, and LatentSpec.from_config reads them from the
+    # latent module, so callers without a host still see the plugins' kinds.
+    set_code_kinds(host.code_kinds())
     return host

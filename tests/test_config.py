@@ -90,6 +90,7 @@ def test_experiment_copies_are_independent():
         ("latent.c9.prior=gaussian", ["no field 'c9'", "c1, c2, c3, z"]),
         ("latent.c1.num_categories=0", ["'c1'", "num_categories", "0"]),
         ("latent.c2.kind=noise", ["cannot be overridden"]),
+        ("latent.c2.fixed_std=true", ["latent.c2.fixed_std=true", "expected a number"]),
         ("max_steps", ["write KEY=VALUE"]),
         ("trainer..max_steps=3", ["dotted field names"]),
     ],
@@ -128,6 +129,19 @@ def test_config_json_wrong_type_named():
     data["trainer"]["max_steps"] = "lots"
     with pytest.raises(ConfigError, match="max_steps"):
         config_from_dict(data, regularizer_configs(PLUGINS))
+
+
+def test_config_json_boolean_fixed_std_rejected():
+    # bool is an int subclass in Python, so true could pass for std 1.
+    data = config_to_dict(mnist())
+    data["latent"][1]["fixed_std"] = True
+    config = config_from_dict(data, regularizer_configs(PLUGINS))
+    with pytest.raises(GenlatentError) as error:
+        resolve_config(config, plugins=PLUGINS)
+    message = str(error.value)
+    assert "'c2'" in message
+    assert "fixed_std must be a finite positive number" in message
+    assert "got True" in message
 
 
 def test_parse_override_splits_first_equals():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -10,13 +13,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genlatent.errors import LatentSpecError
+from genlatent.hookspecs import hookimpl
 from genlatent.latent import (
+    BUILTIN_CODE_KINDS,
     CategoricalCode,
     ContinuousCode,
+    LatentCode,
     LatentSpec,
     NoiseCode,
     code_from_config,
+    code_kinds,
+    set_code_kinds,
 )
+from genlatent.plugins import PluginHost, load_plugins
+from genlatent.run import build_trainer, resolve_config, run_experiment
+from genlatent.tracking import read_metrics
+
+from .test_plugins import write_distribution
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -106,7 +119,7 @@ def test_fixed_std_uses_mean_only():
     assert nll.item() == pytest.approx(1.418939, abs=1e-6)
 
 
-# -- FC-03: collapsing std ----------------------------------------------------
+# -- collapsing std: std**2 underflows to 0 in float32, and 0/0 is NaN ----------
 
 
 def test_collapsed_std_at_mean_is_exact():
@@ -134,18 +147,26 @@ def test_small_std_has_no_epsilon():
     nll = code.negative_log_likelihood(
         torch.tensor([[0.0, log_std]]), torch.tensor([[0.0]])
     )
-    assert nll.item() == pytest.approx(-5.988817, abs=1e-5)
+    assert nll.item() == pytest.approx(-5.988817, abs=1e-6)
+    # An epsilon inside the log, 0.5 ln(2 pi std**2 + 1e-6), would shift the
+    # value by 0.074 nats.
     patched = 0.5 * math.log(2 * math.pi * 1e-6 + 1e-6)
+    assert patched == pytest.approx(-5.914971, abs=1e-6)
     assert abs(nll.item() - patched) > 0.07
 
 
-# -- FC-04: priors, one-hot, layout -------------------------------------------
+# -- priors sampled from the right law, one-hot categories, one input layout ----
 
 
 @pytest.fixture(scope="module")
 def million_samples() -> dict[str, torch.Tensor]:
     spec = LatentSpec(
-        [CategoricalCode("c", 10), ContinuousCode("u"), NoiseCode("z", 1)]
+        [
+            CategoricalCode("c", 10),
+            ContinuousCode("u"),
+            NoiseCode("z", 1),
+            NoiseCode("z_uniform", 1, distribution="uniform"),
+        ]
     )
     latent = spec.sample(1_000_000, generator=torch.Generator().manual_seed(1234))
     return spec.split_input(latent)
@@ -171,6 +192,16 @@ def test_gaussian_noise_moments(million_samples):
     values = million_samples["z"].double()
     assert abs(values.mean().item()) < 0.005
     assert values.var().item() == pytest.approx(1.0, abs=0.005)
+
+
+def test_uniform_noise_range_and_moments(million_samples):
+    values = million_samples["z_uniform"].double()
+    assert values.min().item() >= -1.0
+    assert values.max().item() <= 1.0
+    # Standard errors over 1e6 draws: 0.00058 for the mean, 0.0003 for the
+    # variance.
+    assert abs(values.mean().item()) < 0.003
+    assert values.var().item() == pytest.approx(1 / 3, abs=0.002)
 
 
 @pytest.mark.parametrize(
@@ -247,7 +278,7 @@ def test_same_generator_state_same_batch():
     assert torch.equal(first, second)
 
 
-# -- FC-05: no squashing of continuous slices --------------------------------
+# -- a squashing activation must not reach the continuous slices of Q ---------
 
 
 def test_continuous_mean_is_not_squashed():
@@ -259,7 +290,7 @@ def test_continuous_mean_is_not_squashed():
     code = spec["u"]
     assert isinstance(code, ContinuousCode)
     mean, log_std = code.posterior_mean_log_std(parts["u"])
-    assert mean.item() == pytest.approx(-0.9, abs=1e-7)
+    assert torch.equal(mean, torch.tensor([[-0.9]], dtype=torch.float32))
     assert log_std.item() == 0.0
     latent = spec.concat_input(
         {"c": torch.eye(10)[:1], "u": torch.tensor([[-0.9]], dtype=torch.float32)}
@@ -377,6 +408,10 @@ def test_config_round_trip(drawn):
             ["'c4'", "fixed_std", "nan"],
         ),
         (lambda: ContinuousCode("c5", fixed_std=0.0), ["'c5'", "fixed_std"]),
+        (
+            lambda: ContinuousCode("c7", fixed_std=True),
+            ["'c7'", "fixed_std", "True", "finite positive number"],
+        ),
         (lambda: ContinuousCode("c6", prior="laplace"), ["'c6'", "prior", "laplace"]),
         (lambda: CategoricalCode("", 3), ["name"]),
     ],
@@ -423,3 +458,253 @@ def test_noise_has_no_posterior():
 def test_nonpositive_batch_rejected():
     with pytest.raises(LatentSpecError, match="batch_size must be positive, got 0"):
         mnist_spec().sample(0)
+
+
+# -- code kinds from plugins ---------------------------------------------------
+
+CODE_KIND_PLUGIN = '''
+    """Two latent code kinds, a tiny in-memory data set and experiments."""
+
+    import math
+
+    import attrs
+    import torch
+    import torch.nn.functional as F
+    from genlatent_infogan.mutual_information import MutualInformationConfig
+
+    from genlatent import ExperimentConfig, hookimpl
+    from genlatent.config import DataConfig, TrainerConfig
+    from genlatent.data import DatasetSource, ImageData
+    from genlatent.latent import ContinuousCode, LatentCode, NoiseCode
+
+
+    @attrs.frozen
+    class BernoulliCode(LatentCode):
+        """dim independent fair bits; Q outputs one logit per bit."""
+
+        kind = "bernoulli"
+        name: str
+        dim: int = 1
+
+        @property
+        def input_dim(self):
+            return self.dim
+
+        @property
+        def posterior_dim(self):
+            return self.dim
+
+        @property
+        def entropy(self):
+            return self.dim * math.log(2.0)
+
+        def sample(
+            self, batch_size, *, generator=None, device=None, dtype=torch.float32
+        ):
+            bits = torch.randint(
+                0, 2, (batch_size, self.dim), generator=generator, device=device
+            )
+            return bits.to(dtype)
+
+        def negative_log_likelihood(self, posterior_params, value):
+            return F.binary_cross_entropy_with_logits(
+                posterior_params, value, reduction="none"
+            ).sum(dim=-1)
+
+
+    @attrs.frozen
+    class ScaledGaussianCode(ContinuousCode):
+        """A N(0, scale^2) prior with the Gaussian posterior of ContinuousCode."""
+
+        kind = "scaled_gaussian"
+        prior: str = "gaussian"
+        scale: float = 2.0
+
+        @property
+        def entropy(self):
+            return self.dim * (
+                0.5 * math.log(2 * math.pi * math.e) + math.log(self.scale)
+            )
+
+        def sample(
+            self, batch_size, *, generator=None, device=None, dtype=torch.float32
+        ):
+            shape = (batch_size, self.dim)
+            unit = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+            return self.scale * unit
+
+
+    class NoiseImages(DatasetSource):
+        name = "toy-noise-images"
+        image_shape = (1, 28, 28)
+        num_classes = None
+
+        def load(self, config):
+            generator = torch.Generator().manual_seed(0)
+            images = torch.randint(
+                0, 256, (32, 1, 28, 28), generator=generator, dtype=torch.uint8
+            )
+            return ImageData(self.name, self.image_shape, "memory", images=images)
+
+
+    def experiment(name, code):
+        return ExperimentConfig(
+            name=name,
+            description="a plugin code kind on the MNIST networks",
+            architecture="infogan-mnist",
+            latent=[code.to_config(), NoiseCode("z", 8).to_config()],
+            data=DataConfig(dataset="toy-noise-images"),
+            trainer=TrainerConfig(max_steps=2, batch_size=8),
+            regularizers={"mi": MutualInformationConfig()},
+        )
+
+
+    @hookimpl
+    def register_latent_codes(register):
+        register(BernoulliCode)
+        register(ScaledGaussianCode)
+
+
+    @hookimpl
+    def register_datasets(register):
+        register(NoiseImages())
+
+
+    @hookimpl
+    def register_experiments(register):
+        register(experiment("toy-bernoulli", BernoulliCode("b", dim=3)))
+        register(experiment("toy-scaled-gaussian", ScaledGaussianCode("g")))
+'''
+
+
+@pytest.fixture
+def code_kind_plugins(tmp_path, monkeypatch) -> Iterator[PluginHost]:
+    """Plugins loaded with a third-party distribution that registers the code
+    kinds ``bernoulli`` and ``scaled_gaussian``.
+
+    Afterwards its module leaves ``sys.modules`` and the code kinds are the
+    ones before the test.
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    write_distribution(
+        site,
+        "toy-code-kinds",
+        {"toy_code_kinds": "toy_code_kinds"},
+        {"toy_code_kinds": CODE_KIND_PLUGIN},
+    )
+    monkeypatch.syspath_prepend(str(site))
+    before = dict(code_kinds())
+    try:
+        yield load_plugins()
+    finally:
+        set_code_kinds(before)
+        sys.modules.pop("toy_code_kinds", None)
+
+
+def test_plugin_kinds_registered(code_kind_plugins):
+    kinds = code_kind_plugins.code_kinds()
+    assert sorted(kinds) == [
+        "bernoulli",
+        "categorical",
+        "continuous",
+        "noise",
+        "scaled_gaussian",
+    ]
+    assert dict(code_kinds()) == kinds
+    assert kinds["categorical"] is CategoricalCode
+    assert not code_kind_plugins.problems
+
+
+def test_plugin_kind_builds_spec(code_kind_plugins):
+    config = code_kind_plugins.get("experiments", "toy-bernoulli")
+    spec = LatentSpec.from_config(config.latent)
+    bits = spec["b"]
+    assert type(bits).__name__ == "BernoulliCode"
+    assert spec.input_dim == 3 + 8
+    assert spec.posterior_dim == 3
+    assert spec.entropies() == {"b": pytest.approx(3 * math.log(2))}
+    # Logits of 0 give each bit probability 1/2, so L_I is 0 exactly.
+    latent = spec.sample(4, generator=torch.Generator().manual_seed(0))
+    bounds = spec.mutual_information(torch.zeros(4, 3), latent)
+    assert bounds["b"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_plugin_kind_explicit_mapping(code_kind_plugins):
+    config = code_kind_plugins.get("experiments", "toy-bernoulli")
+    kinds = code_kind_plugins.code_kinds()
+    set_code_kinds({code.kind: code for code in BUILTIN_CODE_KINDS})
+    spec = LatentSpec.from_config(config.latent, kinds)
+    assert spec.posterior_dim == 3
+    with pytest.raises(LatentSpecError, match="unknown latent code kind 'bernoulli'"):
+        LatentSpec.from_config(config.latent)
+
+
+def test_plugin_kind_trains_two_steps(code_kind_plugins):
+    # NOTE: this drives the trainer directly because run_experiment stops at
+    # its first sample grid: traversals take only categorical and continuous
+    # codes, and a Bernoulli code is neither.
+    config = resolve_config(
+        "toy-bernoulli", ["wandb.mode=disabled"], plugins=code_kind_plugins
+    )
+    torch.manual_seed(0)
+    trainer = build_trainer(config, code_kind_plugins, torch.device("cpu"))
+    images = code_kind_plugins.get("datasets", "toy-noise-images").load(config.data)
+    for step in range(2):
+        metrics = trainer.train_step(images.images[8 * step : 8 * step + 8])
+        for key in ("d_loss", "g_loss", "mi/b"):
+            assert math.isfinite(float(metrics[key])), (step, key)
+    assert trainer.step == 2
+
+
+def test_plugin_kind_run_logs_entropy(code_kind_plugins, tmp_path):
+    result = run_experiment(
+        "toy-scaled-gaussian",
+        ["trainer.log_every=1", "trainer.progress=false", "wandb.mode=disabled"],
+        out=tmp_path / "run",
+        plugins=code_kind_plugins,
+    )
+    assert result.steps == 2
+    records = read_metrics(result.run_dir)
+    assert [record["step"] for record in records] == [1, 2]
+    # H(N(0, 2^2)) = 0.5 ln(2 pi e) + ln 2 nats.
+    expected = 0.5 * math.log(2 * math.pi * math.e) + math.log(2.0)
+    assert records[-1]["entropy/g"] == pytest.approx(expected, abs=1e-6)
+    assert math.isfinite(records[-1]["mi/g"])
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    assert saved["latent"][0] == {
+        "kind": "scaled_gaussian",
+        "name": "g",
+        "dim": 1,
+        "prior": "gaussian",
+        "fixed_std": None,
+        "scale": 2.0,
+    }
+
+
+def test_non_attrs_code_kind_rejected():
+    class PlainCode(LatentCode):
+        kind = "plain"
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        input_dim = posterior_dim = 1
+        entropy = None
+
+        def sample(self, batch_size, **kwargs):
+            return torch.zeros(batch_size, 1)
+
+    class Plugin:
+        @hookimpl
+        def register_latent_codes(self, register):
+            register(PlainCode)
+
+    before = dict(code_kinds())
+    try:
+        host = load_plugins(extra=[Plugin()])
+    finally:
+        set_code_kinds(before)
+    assert "plain" not in host.code_kinds()
+    assert len(host.problems) == 1
+    assert "defined with attrs" in host.problems[0]
