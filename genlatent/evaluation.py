@@ -15,7 +15,10 @@ FID.
 
 FIDs computed over different features or conversions are not comparable, so
 the result names the feature extractor, the input conversion and the sample
-counts.
+counts. A section that cannot be computed offline (clustering without labels,
+FID on unlabelled data without Inception weights on disk) is left out, and
+``skipped`` in the result gives the reason. A data set with a single split,
+such as an image folder without a partition file, is evaluated on that split.
 """
 
 from __future__ import annotations
@@ -36,12 +39,18 @@ from torchmetrics.functional.clustering import (
 )
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from genlatent.config import DataConfig
 from genlatent.data import DatasetSource, ImageData
 from genlatent.errors import DataError, ImageFormatError
 from genlatent.feature_extractors import (
+    INCEPTION_WEIGHTS_ENV,
     FeatureExtractor,
     feature_extractor_for,
+    inception_weights_hint,
+    local_inception_weights,
+    require_inception_weights,
 )
+from genlatent.image_data import ImageFolderSource
 from genlatent.inspection import LoadedRun, generate, predict_codes
 from genlatent.latent import CategoricalCode
 from genlatent.plugins import PluginHost, load_plugins
@@ -209,6 +218,43 @@ def mutual_information_on(
     }
 
 
+def dataset_splits(
+    dataset: DatasetSource, data_config: DataConfig
+) -> tuple[str, ...] | None:
+    """Return the names of the splits ``dataset`` has on disk, or None for a
+    source that does not expose them.
+
+    An image folder without its partition file has the single split
+    ``train``, made of every image found.
+    """
+    if not isinstance(dataset, ImageFolderSource):
+        return None
+    folder, _ = dataset.find_files(data_config)
+    partition = dataset.partition
+    if partition is None or not (folder / partition.file_name).is_file():
+        return ("train",)
+    return tuple(partition.splits)
+
+
+def resolve_split(
+    dataset: DatasetSource, splits: tuple[str, ...] | None, requested: str
+) -> tuple[str, str | None]:
+    """Pick the split to evaluate on, given the :func:`dataset_splits`.
+
+    Returns:
+        The split, and a note for eval.json when it is not ``requested``: a
+        data set with a single split is evaluated on that split.
+    """
+    if splits is None or requested in splits or len(splits) != 1:
+        return requested, None
+    split = splits[0]
+    note = (
+        f"data set {dataset.name!r} has the single split {split!r}, so the real "
+        f"images are from {split!r} in place of the requested {requested!r}"
+    )
+    return split, note
+
+
 def load_split(
     run: LoadedRun, split: str, plugins: PluginHost
 ) -> tuple[DatasetSource, ImageData]:
@@ -240,12 +286,13 @@ def evaluate_run(
 
     Args:
         run: the run, from :func:`genlatent.load_run`.
-        split: the data set split of the real images.
+        split: the data set split of the real images. A data set with a single
+            split is evaluated on that split, with a ``split_note``.
         num_samples: generated images for L_I and FID.
         seed: seed of the generated images' latent draws.
         features: the FID feature extractor: ``auto`` (Inception when its
-            weights are on disk, else the classifier), ``inception`` or
-            ``classifier``.
+            weights are on disk, else the classifier on labelled data, else
+            no FID), ``inception`` or ``classifier``.
         classifier_epochs: training epochs of the default feature extractor,
             a classifier trained on the data set's labels, when no cached one
             was trained with these settings.
@@ -254,7 +301,12 @@ def evaluate_run(
         progress: called with a line before each slow step.
 
     Returns:
-        The contents of ``eval.json``.
+        The contents of ``eval.json``. ``skipped`` maps each section left out
+        (``clustering``, ``fid``) to the reason.
+
+    Raises:
+        DataError: the data cannot be loaded, or ``features="classifier"`` on
+            a data set without labels.
     """
     plugins = plugins or load_plugins()
     report = progress or (lambda line: logger.info("%s", line))
@@ -262,44 +314,62 @@ def evaluate_run(
         raise DataError(f"num_samples must be an integer, got {num_samples!r}")
     if num_samples < 2:
         raise DataError(f"num_samples must be at least 2, got {num_samples}")
-    dataset, data = load_split(run, split, plugins)
-    real = _in_memory_images(data)
+    dataset: DatasetSource = plugins.get("datasets", run.config.data.dataset)
+    splits = dataset_splits(dataset, run.config.data)
+    used_split, split_note = resolve_split(dataset, splits, split)
+    # The feature classifier's accuracy is measured on the test split, or on
+    # the only split there is.
+    accuracy_split = "test" if splits is None or "test" in splits else used_split
+    if split_note is not None:
+        report(split_note)
+    _, data = load_split(run, used_split, plugins)
     result: dict[str, Any] = {
         "experiment": run.config.name,
         "checkpoint": str(run.checkpoint_path),
         "step": run.step,
         "dataset": data.name,
-        "split": split,
+        "split": used_split,
         "num_samples": num_samples,
         "seed": seed,
     }
+    if split_note is not None:
+        result["requested_split"] = split
+        result["split_note"] = split_note
+    skipped: dict[str, str] = {}
+    # Decide before generating, so that a bad --features fails fast.
+    fid_skip_reason = _fid_skip_reason(data, features)
 
     report(f"generating {num_samples} samples")
     generated = generate_set(run, num_samples, seed)
     result["mutual_information"] = mutual_information_on(run, generated)
-    result["clustering"] = _clustering(run, data, real)
+    clustering_skip_reason = _clustering_skip_reason(run, data)
+    real: torch.Tensor | None = None
+    if clustering_skip_reason is None:
+        real = _in_memory_images(data)
+        result["clustering"] = _clustering(run, data, real)
+    else:
+        result["clustering"] = {}
+        skipped["clustering"] = clustering_skip_reason
 
-    output_range = run.architecture.output_range
-    extractor = feature_extractor_for(
-        dataset,
-        run.config.data,
-        features=features,
-        epochs=classifier_epochs,
-        report=report,
-    )
-    fid: dict[str, Any] = {
-        "feature_extractor": extractor.description,
-        "input_conversion": conversion_description(output_range),
-        "num_generated_images": num_samples,
-        "num_real_images": int(real.shape[0]),
-        "real_split": split,
-    }
-    if extractor.test_accuracy is not None:
-        fid["feature_extractor_test_accuracy"] = extractor.test_accuracy
-    report(f"computing FID with {extractor.name}")
-    fake = to_uint8(generated.images, output_range)
-    fid["value"] = frechet_distance(real, fake, extractor)
-    result["fid"] = fid
+    if fid_skip_reason is None:
+        if real is None:
+            real = _in_memory_images(data)
+        result["fid"] = _fid(
+            run,
+            dataset,
+            generated,
+            real,
+            split=used_split,
+            accuracy_split=accuracy_split,
+            features=features,
+            classifier_epochs=classifier_epochs,
+            report=report,
+        )
+    else:
+        result["fid"] = None
+        skipped["fid"] = fid_skip_reason
+        report(f"FID skipped: {fid_skip_reason}")
+    result["skipped"] = skipped
 
     if write:
         path = run.run_dir / EVAL_FILE
@@ -308,23 +378,114 @@ def evaluate_run(
     return result
 
 
-def _clustering(
-    run: LoadedRun, data: ImageData, real: torch.Tensor
-) -> dict[str, dict[str, float]]:
-    categorical = [
+def _fid_skip_reason(data: ImageData, features: str) -> str | None:
+    """Return why FID cannot be computed offline, or None when it can.
+
+    Raises:
+        DataError: ``features`` is ``inception`` and its weights are missing,
+            or ``features`` is ``classifier`` and the data has no labels.
+    """
+    if features == "inception":
+        require_inception_weights()
+        return None
+    if data.labels is not None:
+        return None
+    if features == "classifier":
+        raise DataError(
+            f"data set {data.name!r} has no labels, so no classifier can be "
+            "trained for FID features; use --features auto or inception with "
+            f"Inception weights on disk ({inception_weights_hint()})"
+        )
+    if local_inception_weights() is not None:
+        return None
+    return (
+        f"data set {data.name!r} has no labels to train the classifier features "
+        "on, and no Inception weights are on disk. To compute FID, install "
+        f"torch-fidelity and put its Inception weights in "
+        f"{inception_weights_hint()} (or set ${INCEPTION_WEIGHTS_ENV} to the "
+        "file), then run genlatent eval again"
+    )
+
+
+def _fid(
+    run: LoadedRun,
+    dataset: DatasetSource,
+    generated: GeneratedSet,
+    real: torch.Tensor,
+    *,
+    split: str,
+    accuracy_split: str,
+    features: str,
+    classifier_epochs: int,
+    report: Callable[[str], None],
+) -> dict[str, Any]:
+    output_range = run.architecture.output_range
+    extractor = feature_extractor_for(
+        dataset,
+        run.config.data,
+        features=features,
+        epochs=classifier_epochs,
+        accuracy_split=accuracy_split,
+        report=report,
+    )
+    num_generated = int(generated.images.shape[0])
+    fid: dict[str, Any] = {
+        "feature_extractor": extractor.description,
+        "input_conversion": conversion_description(output_range),
+        "num_generated_images": num_generated,
+        "num_real_images": int(real.shape[0]),
+        "real_split": split,
+    }
+    if extractor.test_accuracy is not None:
+        fid["feature_extractor_test_accuracy"] = extractor.test_accuracy
+        fid["feature_extractor_accuracy_split"] = extractor.accuracy_split
+    report(f"computing FID with {extractor.name}")
+    fake = to_uint8(generated.images, output_range)
+    fid["value"] = frechet_distance(real, fake, extractor)
+    return fid
+
+
+def _categorical_codes(run: LoadedRun) -> list[CategoricalCode]:
+    return [
         code
         for code in run.latent_spec.scored_codes
         if isinstance(code, CategoricalCode)
     ]
-    if data.labels is None or not categorical or run.recognize is None:
-        return {}
+
+
+def _clustering_skip_reason(run: LoadedRun, data: ImageData) -> str | None:
+    if data.labels is None:
+        return f"data set {data.name!r} has no labels"
+    if run.recognize is None:
+        return "the run has no recognition network Q to read codes from images"
+    if not _categorical_codes(run):
+        return "the run has no categorical code"
+    return None
+
+
+def _clustering(
+    run: LoadedRun, data: ImageData, real: torch.Tensor
+) -> dict[str, dict[str, float]]:
+    labels = data.labels
+    assert labels is not None
+    num_classes = data.num_classes
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.numel() else 0
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(
+            f"data set {data.name!r} declares {num_classes} classes but has labels "
+            f"{int(labels.min())}..{int(labels.max())}; its loader must map labels "
+            f"to 0..{num_classes - 1}"
+        )
     predictions = predict_codes(run, real)
     scores = {}
-    for code in categorical:
+    for code in _categorical_codes(run):
         scores[code.name] = clustering_scores(
-            predictions[code.name]["category"], data.labels
+            predictions[code.name]["category"], labels
         )
-        scores[code.name]["num_images"] = int(data.labels.shape[0])
+        scores[code.name]["num_images"] = int(labels.shape[0])
+        scores[code.name]["num_categories"] = code.num_categories
+        scores[code.name]["num_classes"] = num_classes
     return scores
 
 
@@ -335,6 +496,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['num_samples']} samples, real images: {result['dataset']} "
         f"{result['split']}"
     ]
+    if result.get("split_note"):
+        lines.append(f"note: {result['split_note']}")
     lines.append(f"{'code':10s} {'L_I (nats)':>11s} {'H(c)':>8s}")
     for name, values in result["mutual_information"].items():
         entropy = values["entropy"]
@@ -347,7 +510,13 @@ def format_report(result: dict[str, Any]) -> str:
                 f"{name:10s} {scores['accuracy']:9.4f} {scores['nmi']:7.4f} "
                 f"{scores['ari']:7.4f}"
             )
+    skipped = result.get("skipped", {})
+    if "clustering" in skipped:
+        lines.append(f"clustering skipped: {skipped['clustering']}")
     fid = result["fid"]
+    if fid is None:
+        lines.append(f"FID skipped: {skipped.get('fid', 'no reason recorded')}")
+        return "\n".join(lines)
     accuracy = fid.get("feature_extractor_test_accuracy")
     accuracy_text = "" if accuracy is None else f", test accuracy {accuracy:.4f}"
     lines.append(

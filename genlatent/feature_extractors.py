@@ -6,7 +6,9 @@ Inception only when torch-fidelity is installed and the weights file is already
 on disk (``$GENLATENT_INCEPTION_WEIGHTS``, or torch hub's checkpoint folder).
 Otherwise it uses a small CNN classifier trained on the data set's own labels,
 cached per data set in ``<user cache folder>/feature-extractors/<dataset>.pt``.
-FIDs over different extractors are not comparable.
+For data without labels Inception is the only offline extractor, so without
+its weights ``genlatent eval`` skips FID. FIDs over different extractors are not
+comparable.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ class FeatureExtractor(nn.Module):
         description: the name with what the features are, for eval.json.
         in_channels: the channel count ``network`` takes.
         num_features: the feature width.
-        test_accuracy: the classifier's accuracy on the test split, for
+        test_accuracy: the classifier's accuracy on a held-out split, for
             classifier features.
+        accuracy_split: the split ``test_accuracy`` was measured on.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class FeatureExtractor(nn.Module):
         in_channels: int,
         num_features: int,
         test_accuracy: float | None = None,
+        accuracy_split: str | None = None,
     ) -> None:
         super().__init__()
         self.network = network
@@ -75,6 +79,7 @@ class FeatureExtractor(nn.Module):
         # torchmetrics reads num_features instead of probing with a random image.
         self.num_features = num_features
         self.test_accuracy = test_accuracy
+        self.accuracy_split = accuracy_split
 
     def adapt_channels(self, images: torch.Tensor) -> torch.Tensor:
         """Check a uint8 batch and give it the channel count of the network."""
@@ -210,13 +215,15 @@ def load_or_train_classifier(
     data_config: DataConfig,
     *,
     epochs: int,
+    accuracy_split: str = "test",
     report: Callable[[str], None] | None = None,
 ) -> FeatureExtractor:
     """Load the cached feature classifier of a data set, or train and cache it.
 
     A cached classifier is reused only when it was trained with the same
-    architecture and number of epochs. Its test accuracy is measured on the
-    test split when it is trained.
+    architecture and number of epochs. When it is trained, its accuracy is
+    measured on ``accuracy_split``, which is the training split itself for a
+    data set that has no other.
     """
     path = classifier_cache_path(dataset.name)
     state = _read_cached_classifier(path, epochs)
@@ -227,7 +234,10 @@ def load_or_train_classifier(
                 f"epoch(s); it is cached in {path}"
             )
         train = dataset.load(attrs.evolve(data_config, split="train"))
-        test = dataset.load(attrs.evolve(data_config, split="test"))
+        if accuracy_split == "train":
+            test = train
+        else:
+            test = dataset.load(attrs.evolve(data_config, split=accuracy_split))
         classifier, steps = train_classifier(train, epochs)
         state = {
             "step": steps,
@@ -236,6 +246,7 @@ def load_or_train_classifier(
             "in_channels": int(train.image_shape[0]),
             "num_classes": int(classifier.classifier.out_features),
             "test_accuracy": classifier_accuracy(classifier, test),
+            "accuracy_split": accuracy_split,
             "weights": classifier.state_dict(),
         }
         try:
@@ -258,6 +269,8 @@ def load_or_train_classifier(
         in_channels=state["in_channels"],
         num_features=CLASSIFIER_FEATURES,
         test_accuracy=float(state["test_accuracy"]),
+        # Classifiers cached without this field were measured on "test".
+        accuracy_split=str(state.get("accuracy_split", "test")),
     )
 
 
@@ -277,6 +290,28 @@ def _read_cached_classifier(path: Path, epochs: int) -> dict[str, Any] | None:
     if state.get("epochs") != epochs:
         return None
     return state
+
+
+def inception_weights_hint() -> str:
+    """Return where genlatent looks for the Inception weights, for messages."""
+    default = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+    return f"${INCEPTION_WEIGHTS_ENV} or {default}"
+
+
+def require_inception_weights() -> Path:
+    """Return the Inception weights file on disk.
+
+    Raises:
+        DataError: torch-fidelity or the weights file is missing.
+    """
+    weights = local_inception_weights()
+    if weights is None:
+        raise DataError(
+            "Inception features need torch-fidelity and its weights file on disk, "
+            f"in {inception_weights_hint()}; genlatent does not download them. "
+            "Use --features classifier instead"
+        )
+    return weights
 
 
 def local_inception_weights() -> Path | None:
@@ -322,6 +357,7 @@ def feature_extractor_for(
     *,
     features: str = "auto",
     epochs: int = 2,
+    accuracy_split: str = "test",
     report: Callable[[str], None] | None = None,
 ) -> FeatureExtractor:
     """Pick the FID feature extractor.
@@ -330,19 +366,22 @@ def feature_extractor_for(
         features: ``inception`` (needs local weights), ``classifier``, or
             ``auto``: Inception when its weights are on disk, else the
             classifier.
+        epochs: training epochs of the classifier.
+        accuracy_split: the split the classifier's accuracy is measured on.
     """
     if features not in ("auto", "inception", "classifier"):
         raise DataError(
             f"unknown feature extractor {features!r}; use auto, inception or classifier"
         )
+    if features == "inception":
+        return inception_extractor(require_inception_weights())
     weights = None if features == "classifier" else local_inception_weights()
     if weights is not None:
         return inception_extractor(weights)
-    if features == "inception":
-        default_weights = Path(torch.hub.get_dir()) / "checkpoints"
-        raise DataError(
-            "Inception features need torch-fidelity and its weights file on disk, "
-            f"in ${INCEPTION_WEIGHTS_ENV} or {default_weights / INCEPTION_WEIGHTS_FILE}"
-            "; genlatent does not download them. Use --features classifier instead"
-        )
-    return load_or_train_classifier(dataset, data_config, epochs=epochs, report=report)
+    return load_or_train_classifier(
+        dataset,
+        data_config,
+        epochs=epochs,
+        accuracy_split=accuracy_split,
+        report=report,
+    )

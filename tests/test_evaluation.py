@@ -1,5 +1,6 @@
-"""FID input handling, clustering scores and `genlatent eval` on a short real
-Fashion-MNIST run."""
+"""FID input handling and known values, clustering scores, and `genlatent eval`
+on short runs: real Fashion-MNIST, SVHN ``.mat`` files and an unlabelled
+CelebA-layout folder."""
 
 from __future__ import annotations
 
@@ -8,23 +9,87 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from genlatent.errors import ImageFormatError
+from genlatent.config import DataConfig
+from genlatent.errors import DataError, ImageFormatError
 from genlatent.evaluation import (
+    EVAL_FILE,
     clustering_scores,
+    evaluate_run,
     frechet_distance,
     matched_accuracy,
     to_uint8,
 )
-from genlatent.feature_extractors import FeatureExtractor, ImageClassifier
+from genlatent.feature_extractors import (
+    INCEPTION_WEIGHTS_ENV,
+    FeatureExtractor,
+    ImageClassifier,
+)
+from genlatent.image_data import SVHNSource
+from genlatent.inspection import load_run
+from genlatent.plugins import PluginHost, load_plugins
 from genlatent.run import run_experiment
 
 from .conftest import requires_fashion_mnist
+from .test_image_data import write_celeba, write_svhn
+
+# Overrides that keep a training run to a few seconds on a CPU.
+QUICK_RUN = [
+    "trainer.max_steps=2",
+    "trainer.batch_size=8",
+    "trainer.num_samples=8",
+    "trainer.progress=false",
+    "trainer.device=cpu",
+    "data.download=false",
+    "wandb.mode=disabled",
+]
+
+
+def svhn_folders() -> list[Path]:
+    """Folders the SVHN source searches after data.root, in its lookup order.
+
+    Read at import time, because the shared test fixtures remove
+    $GENLATENT_DATA before each test.
+    """
+    folders = []
+    if os.environ.get("GENLATENT_DATA"):
+        folders.append(Path(os.environ["GENLATENT_DATA"]).expanduser() / "svhn")
+    folders.append(Path("/usr/share/datasets/svhn"))
+    return folders
+
+
+REAL_SVHN = next(
+    (
+        folder
+        for folder in svhn_folders()
+        if (folder / "train_32x32.mat").is_file()
+        and (folder / "test_32x32.mat").is_file()
+    ),
+    None,
+)
+requires_svhn = pytest.mark.skipif(
+    REAL_SVHN is None,
+    reason="needs SVHN's train_32x32.mat and test_32x32.mat in $GENLATENT_DATA/svhn "
+    "or /usr/share/datasets/svhn",
+)
+
+
+@pytest.fixture(scope="module")
+def plugins() -> PluginHost:
+    return load_plugins()
+
+
+@pytest.fixture
+def no_inception_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point torch hub at an empty folder, so no Inception weights are found."""
+    monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
 def classifier_extractor() -> FeatureExtractor:
@@ -93,6 +158,34 @@ def test_fid_matches_hand_converted():
     second = frechet_distance(real, hand, classifier_extractor())
     assert math.isfinite(first)
     assert abs(first - second) <= 1e-6
+
+
+def identity_extractor(num_features: int) -> FeatureExtractor:
+    """Features equal to the pixel values, so their moments are known."""
+    return FeatureExtractor(
+        nn.Flatten(),
+        name="pixels",
+        description="pixel values",
+        in_channels=1,
+        num_features=num_features,
+    )
+
+
+def test_fid_identical_sets_zero():
+    generator = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (500, 1, 2, 2), generator=generator).to(torch.uint8)
+    fid = frechet_distance(real, real.clone(), identity_extractor(4))
+    assert abs(fid) < 1e-3
+
+
+def test_fid_mean_shift_analytic():
+    generator = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 200, (500, 1, 2, 2), generator=generator).to(torch.uint8)
+    # Adding 50 to every pixel moves each of the 4 feature means by 50 and
+    # leaves the covariance as it is, so FID = ||mu1 - mu2||^2 = 4 * 50^2.
+    shifted = real + 50
+    fid = frechet_distance(real, shifted, identity_extractor(4))
+    assert fid == pytest.approx(10_000.0, abs=1e-3)
 
 
 def test_conversion_rejects_out_of_range():
@@ -234,3 +327,146 @@ def test_cli_eval_writes_eval_json(tmp_path):
     assert math.isfinite(fid["value"])
     cached = Path(os.environ["XDG_CACHE_HOME"]) / "genlatent" / "feature-extractors"
     assert (cached / "fashion-mnist.pt").is_file()
+
+
+# -- genlatent eval on an unlabelled image folder with a single split -------------
+
+
+@pytest.fixture(scope="module")
+def celeba_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A 2-step infogan-celeba run on 24 generated JPEGs in CelebA's layout,
+    without the partition file, so the only split is train."""
+    base = tmp_path_factory.mktemp("celeba-eval")
+    write_celeba(base / "data", 24)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENLATENT_NO_DOWNLOAD", "1")
+        patch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+        result = run_experiment(
+            "infogan-celeba",
+            [f"data.root={base / 'data'}", *QUICK_RUN],
+            out=base / "run",
+        )
+    yield result.run_dir
+
+
+def test_eval_single_split_folder(
+    celeba_run: Path, plugins: PluginHost, no_inception_weights: None
+) -> None:
+    run = load_run(celeba_run, plugins=plugins)
+    result = evaluate_run(run, num_samples=16, plugins=plugins)
+
+    assert result["split"] == "train"
+    assert result["requested_split"] == "test"
+    assert "single split 'train'" in result["split_note"]
+    assert set(result["mutual_information"]) == {f"c{i}" for i in range(1, 11)}
+    assert result["mutual_information"]["c1"]["entropy"] == pytest.approx(math.log(10))
+    assert result["clustering"] == {}
+    assert result["skipped"]["clustering"] == "data set 'celeba' has no labels"
+    assert result["fid"] is None
+    assert "no Inception weights are on disk" in result["skipped"]["fid"]
+    assert "torch-fidelity" in result["skipped"]["fid"]
+    assert INCEPTION_WEIGHTS_ENV in result["skipped"]["fid"]
+    saved = json.loads((celeba_run / EVAL_FILE).read_text())
+    assert saved == result
+
+
+def test_eval_unlabelled_classifier_rejected(
+    celeba_run: Path, plugins: PluginHost
+) -> None:
+    run = load_run(celeba_run, plugins=plugins)
+    with pytest.raises(DataError, match="'celeba' has no labels") as error:
+        evaluate_run(
+            run, num_samples=16, features="classifier", plugins=plugins, write=False
+        )
+    assert "--features auto or inception" in str(error.value)
+
+
+def test_cli_eval_single_split_folder(celeba_run: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genlatent",
+            "eval",
+            str(celeba_run),
+            "--num-samples",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "WANDB_MODE": "disabled",
+            "TORCH_HOME": str(tmp_path / "torch-home"),
+        },
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "note: data set 'celeba' has the single split 'train'" in result.stdout
+    assert "clustering skipped: data set 'celeba' has no labels" in result.stdout
+    assert "FID skipped: data set 'celeba' has no labels" in result.stdout
+    report = json.loads((celeba_run / EVAL_FILE).read_text())
+    assert report["split"] == "train"
+    assert set(report["skipped"]) == {"clustering", "fid"}
+
+
+# -- SVHN: labels 1..10 with 10 meaning digit zero ----------------------------------
+
+
+def test_eval_svhn_matches_ten_classes(
+    tmp_path: Path, plugins: PluginHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SVHN's .mat files store digit zero as label 10. A loader that kept it
+    # would give 11 classes and a wrong matching.
+    folder = tmp_path / "svhn"
+    write_svhn(folder, [1 + index % 10 for index in range(32)], split="train")
+    write_svhn(folder, [1 + index % 10 for index in range(40)], split="test")
+    # The feature classifier trained on these random images is cached apart
+    # from the session's cache.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run_dir = run_experiment(
+        "infogan-svhn",
+        [f"data.root={folder}", *QUICK_RUN],
+        out=tmp_path / "run",
+        plugins=plugins,
+    ).run_dir
+
+    result = evaluate_run(
+        load_run(run_dir, plugins=plugins),
+        num_samples=32,
+        features="classifier",
+        classifier_epochs=1,
+        plugins=plugins,
+    )
+    assert result["split"] == "test"
+    assert "split_note" not in result
+    assert set(result["clustering"]) == {"c1", "c2", "c3", "c4"}
+    for name, scores in result["clustering"].items():
+        assert scores["num_classes"] == 10, name
+        assert scores["num_categories"] == 10, name
+        assert scores["num_images"] == 40, name
+        assert 0.0 <= scores["accuracy"] <= 1.0, name
+    assert result["skipped"] == {}
+    assert result["fid"]["num_real_images"] == 40
+    assert result["fid"]["feature_extractor_accuracy_split"] == "test"
+
+
+@pytest.mark.slow
+@requires_svhn
+def test_real_svhn_split_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Through the lookup order, not data.root: $GENLATENT_DATA, then the
+    # system data set folder.
+    assert REAL_SVHN is not None
+    if REAL_SVHN.parent != Path("/usr/share/datasets"):
+        monkeypatch.setenv("GENLATENT_DATA", str(REAL_SVHN.parent))
+    monkeypatch.delenv("GENLATENT_SYSTEM_DATASETS", raising=False)
+    source = SVHNSource()
+    for split, count in (("train", 73_257), ("test", 26_032)):
+        data = source.load(DataConfig(dataset="svhn", split=split, download=False))
+        assert data.images is not None
+        assert data.labels is not None
+        assert tuple(data.images.shape) == (count, 3, 32, 32), split
+        assert data.labels.shape == (count,), split
+        assert data.labels.dtype == torch.int64, split
+        assert set(data.labels.unique().tolist()) == set(range(10)), split
