@@ -7,6 +7,7 @@ import pytest
 import torch
 from genlatent_infogan import MutualInformation
 
+from genlatent.data import scale_images
 from genlatent.plugins import load_plugins
 from genlatent.regularizers import GeneratedBatch
 from genlatent.run import build_trainer, resolve_config
@@ -58,7 +59,7 @@ def assert_all_absent_or_zero(module: torch.nn.Module, what: str) -> None:
         )
 
 
-# -- FC-01: the term is a live graph --------------------------------------------
+# -- a term rebuilt from detached numbers would never train G or Q -------------
 
 
 def test_mi_loss_reaches_generator_head():
@@ -104,7 +105,7 @@ def test_mi_alone_lowers_categorical_nll():
     assert before - after > 1e-3
 
 
-# -- FC-02: where the gradient goes --------------------------------------------
+# -- L_I reaches G, Q and the shared trunk, never the real/fake output layer ---
 
 
 def test_mi_gradient_reaches_trunk_not_adversarial_head():
@@ -159,6 +160,91 @@ def test_update_generator_false_keeps_mi_from_generator():
     assert_all_absent_or_zero(trainer.generator, "generator")
     assert_all_nonzero(mi.recognition_head, "recognition_head")
     assert_all_nonzero(trainer.discriminator.trunk, "trunk")
+
+
+def gradients(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: parameter.grad.clone()
+        for name, parameter in module.named_parameters()
+        if parameter.grad is not None
+    }
+
+
+def test_generator_update_without_mi_is_adversarial_only():
+    trainer = mnist_trainer("mi.update_generator=false")
+    latent = trainer.sample_latent(8)
+
+    # Reference: the gradient of the non-saturating loss alone. Batch norm
+    # uses batch statistics in training mode, so a second forward pass of the
+    # same latent batch gives the same images and logits.
+    zero_grads(trainer)
+    logits, _ = trainer.discriminator(trainer.generator(latent))
+    trainer.loss.generator_loss(logits).backward()
+    adversarial = gradients(trainer.generator)
+
+    zero_grads(trainer)
+    metrics: dict = {}
+    assert trainer.generator_update(1, latent, trainer.generator(latent), metrics)
+    # Adam's step leaves .grad as the update's backward pass wrote it.
+    updated = gradients(trainer.generator)
+
+    assert "g_loss/mi" not in metrics
+    assert updated.keys() == adversarial.keys()
+    assert len(updated) == len(list(trainer.generator.parameters()))
+    for name, gradient in updated.items():
+        difference = (gradient - adversarial[name]).abs().max().item()
+        assert difference <= 1e-7, name
+
+
+def test_generator_update_with_mi_differs():
+    # The check above can fail: with the MI term on, G's gradient changes.
+    trainer = mnist_trainer()
+    latent = trainer.sample_latent(8)
+    zero_grads(trainer)
+    logits, _ = trainer.discriminator(trainer.generator(latent))
+    trainer.loss.generator_loss(logits).backward()
+    adversarial = gradients(trainer.generator)
+
+    zero_grads(trainer)
+    metrics: dict = {}
+    assert trainer.generator_update(1, latent, trainer.generator(latent), metrics)
+    updated = gradients(trainer.generator)
+    assert "g_loss/mi" in metrics
+    largest = max(
+        (updated[name] - adversarial[name]).abs().max().item() for name in updated
+    )
+    assert largest > 1e-4
+
+
+def test_discriminator_update_without_mi_trains_q_and_trunk():
+    trainer = mnist_trainer("mi.update_generator=false")
+    mi = mi_module(trainer)
+    real = scale_images(
+        torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8),
+        trainer.architecture.output_range,
+        torch.float32,
+    )
+    latent = trainer.sample_latent(8)
+    with torch.no_grad():
+        fake = trainer.generator(latent)
+
+    # Reference: the trunk's gradient from the adversarial loss alone.
+    zero_grads(trainer)
+    real_logits, _ = trainer.discriminator(real)
+    fake_logits, _ = trainer.discriminator(fake)
+    trainer.loss.discriminator_loss(real_logits, fake_logits).backward()
+    adversarial = gradients(trainer.discriminator.trunk)
+
+    zero_grads(trainer)
+    metrics: dict = {}
+    assert trainer.discriminator_update(1, real, latent, fake, metrics)
+    assert "d_loss/mi" in metrics
+    # Only L_I reaches Q's head, so a nonzero gradient there is L_I's.
+    assert_all_nonzero(mi.recognition_head, "recognition_head")
+    # L_I's share of the trunk gradient: the update's minus the adversarial.
+    for name, gradient in gradients(trainer.discriminator.trunk).items():
+        share = (gradient - adversarial[name]).norm().item()
+        assert share > 0, f"trunk.{name} gets no L_I gradient"
 
 
 @pytest.mark.parametrize(

@@ -414,20 +414,31 @@ def test_experiment_latent_width(plugins: PluginHost, name: str, expected) -> No
     assert spec_of(plugins, name).input_dim == expected
 
 
-# Learning rate of D and Q, of G, lambda for continuous and for categorical codes.
+# Learning rate of D and Q, of G, lambda for continuous and for categorical
+# codes, and training steps: 5000 for the MNIST recipes, 20,000 for the others.
 HYPERPARAMETERS = [
-    ("infogan-svhn", 2e-4, 1e-3, 1.0, 1.0),
-    ("infogan-celeba", 2e-4, 1e-3, 1.0, 1.0),
-    ("infogan-faces-azimuth", 2e-4, 5e-4, 0.2, 0.2),
-    ("infogan-faces-elevation", 4e-4, 3e-4, 0.1, 0.1),
-    ("infogan-faces-lighting", 8e-4, 3e-4, 0.1, 0.1),
-    ("infogan-chairs-rotation", 2e-4, 1e-3, 10.0, 1.0),
-    ("infogan-chairs-width", 2e-4, 1e-3, 0.05, 2.0),
+    ("infogan-mnist", 2e-4, 1e-3, 1.0, 1.0, 5000),
+    ("infogan-fashion-mnist", 2e-4, 1e-3, 1.0, 1.0, 5000),
+    ("infogan-svhn", 2e-4, 1e-3, 1.0, 1.0, 20_000),
+    ("infogan-celeba", 2e-4, 1e-3, 1.0, 1.0, 20_000),
+    ("infogan-faces-azimuth", 2e-4, 5e-4, 0.2, 0.2, 20_000),
+    ("infogan-faces-elevation", 4e-4, 3e-4, 0.1, 0.1, 20_000),
+    ("infogan-faces-lighting", 8e-4, 3e-4, 0.1, 0.1, 20_000),
+    ("infogan-chairs-rotation", 2e-4, 1e-3, 10.0, 1.0, 20_000),
+    ("infogan-chairs-width", 2e-4, 1e-3, 0.05, 2.0, 20_000),
 ]
+INFOGAN_EXPERIMENT_NAMES = sorted(name for name, *_ in HYPERPARAMETERS)
 
 
 @pytest.mark.parametrize(
-    ("name", "discriminator_lr", "generator_lr", "lambda_cont", "lambda_disc"),
+    (
+        "name",
+        "discriminator_lr",
+        "generator_lr",
+        "lambda_cont",
+        "lambda_disc",
+        "max_steps",
+    ),
     HYPERPARAMETERS,
 )
 def test_experiment_hyperparameters(
@@ -437,6 +448,7 @@ def test_experiment_hyperparameters(
     generator_lr: float,
     lambda_cont: float,
     lambda_disc: float,
+    max_steps: int,
 ) -> None:
     config = plugins.get("experiments", name)
     assert config.optim.discriminator.lr == discriminator_lr
@@ -446,6 +458,14 @@ def test_experiment_hyperparameters(
     assert config.regularizers["mi"].lambda_cont == lambda_cont
     assert config.regularizers["mi"].lambda_disc == lambda_disc
     assert config.trainer.batch_size == 128
+    assert config.trainer.max_steps == max_steps
+
+
+@pytest.mark.parametrize("name", ["infogan-mnist", "infogan-fashion-mnist"])
+def test_mnist_recipe_inputs(plugins: PluginHost, name: str) -> None:
+    config = plugins.get("experiments", name)
+    assert config.architecture == "infogan-mnist"
+    assert spec_of(plugins, name).input_dim == 74
 
 
 @pytest.mark.parametrize(
@@ -470,7 +490,27 @@ def test_experiment_parts(
     assert config.data.skip_corrupt is False
 
 
-# -- genlatent show ------------------------------------------------------------------
+def test_leaky_relu_slopes(plugins: PluginHost) -> None:
+    # The InfoGAN paper (Chen et al., 2016, appendix) uses leaky ReLU with
+    # slope 0.1 in every hidden layer of D and Q. PyTorch's default slope is
+    # 0.01, so a layer built without the argument fails here.
+    for name in plugins.names("architectures"):
+        architecture = plugins.get("architectures", name)
+        modules = [
+            architecture.build_discriminator(),
+            architecture.build_recognition_head(12),
+        ]
+        slopes = [
+            layer.negative_slope
+            for module in modules
+            for layer in module.modules()
+            if isinstance(layer, nn.LeakyReLU)
+        ]
+        assert slopes, f"{name} has no leaky ReLU in D or Q"
+        assert set(slopes) == {0.1}, f"{name} leaky ReLU slopes {set(slopes)}"
+
+
+# -- genlatent list and show -----------------------------------------------------------
 
 
 @pytest.fixture
@@ -481,6 +521,16 @@ def restore_cli_logging(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli_logger, "handlers", [])
     monkeypatch.setattr(cli_logger, "propagate", cli_logger.propagate)
     monkeypatch.setattr(cli_logger, "level", cli_logger.level)
+
+
+def test_list_shows_infogan_experiments(capsys, restore_cli_logging) -> None:
+    assert main(["list"]) == 0
+    output = capsys.readouterr().out
+    experiments_section = output.split("experiments:")[1].split("models:")[0]
+    listed = [line.split()[0] for line in experiments_section.strip().splitlines()]
+    infogan = [name for name in listed if name in INFOGAN_EXPERIMENT_NAMES]
+    assert infogan == INFOGAN_EXPERIMENT_NAMES
+    assert len(infogan) == 9
 
 
 @pytest.mark.parametrize(("name", "latent_dim", "posterior_dim"), EXPERIMENTS[1:])
