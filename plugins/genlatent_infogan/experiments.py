@@ -62,9 +62,9 @@ def continuous_code(name: str) -> ContinuousCode:
     """Build a Unif(-1, 1) code whose posterior std is fixed at 1.
 
     The InfoGAN paper describes a learned std, but its authors' released MNIST
-    launcher fixes it, and so does the MNIST recipe above, for the reason
-    given in :func:`mnist_latent`. ``latent.NAME.fixed_std=none`` restores the
-    learned std.
+    launcher fixes it, and every recipe here does too, for the reason given in
+    :func:`mnist_codes`. ``latent.NAME.fixed_std=none`` restores the learned
+    std.
     """
     return ContinuousCode(name, fixed_std=1.0)
 
