@@ -234,7 +234,9 @@ def save_traversals(
     Args:
         codes: names of the codes to traverse; None traverses every scored code.
     """
-    names = list(codes) if codes else [c.name for c in run.latent_spec.scored_codes]
+    names = (
+        list(codes) if codes else [c.name for c in run.latent_spec.traversable_codes]
+    )
     folder = out if out is not None else run.run_dir / TRAVERSALS_DIR
     paths = []
     for name in names:

@@ -109,6 +109,23 @@ class LatentCode(abc.ABC):
             f"latent code {self.name!r} of kind {self.kind!r} has no posterior"
         )
 
+    def traversal_values(
+        self, drawn: torch.Tensor, *, value_range: tuple[float, float], steps: int
+    ) -> tuple[list[torch.Tensor], int] | None:
+        """Return the values this code takes along the rows of a traversal grid.
+
+        Args:
+            drawn: ``(rows, input_dim)`` values of this code drawn from the prior.
+            value_range: the range a continuous sweep covers.
+            steps: the number of values a continuous sweep takes.
+
+        Returns:
+            Blocks of ``(rows * num_columns, input_dim)`` values in row-major
+            order, each a group of rows of the grid, and ``num_columns``.
+            None for a kind that has no traversal, such as noise.
+        """
+        return None
+
     def to_config(self) -> dict[str, Any]:
         """Return the code as a JSON-ready dict that :func:`code_from_config` reads."""
         return {"kind": self.kind, **attrs.asdict(self)}  # type: ignore[arg-type]
@@ -169,6 +186,13 @@ class CategoricalCode(LatentCode):
     def posterior_probabilities(self, posterior_params: torch.Tensor) -> torch.Tensor:
         """Softmax over the ``(batch, num_categories)`` logits."""
         return F.softmax(posterior_params, dim=-1)
+
+    def traversal_values(
+        self, drawn: torch.Tensor, *, value_range: tuple[float, float], steps: int
+    ) -> tuple[list[torch.Tensor], int]:
+        # Every category in turn along each row: 0, 1, ..., K-1, 0, 1, ...
+        categories = torch.arange(self.num_categories).repeat(drawn.shape[0])
+        return [self.one_hot(categories, dtype=drawn.dtype)], self.num_categories
 
 
 @attrs.frozen
@@ -252,6 +276,20 @@ class ContinuousCode(LatentCode):
         standardized = (value - mean) * torch.exp(-log_std)
         per_dim = HALF_LOG_2PI + log_std + 0.5 * standardized.square()
         return per_dim.sum(dim=-1)
+
+    def traversal_values(
+        self, drawn: torch.Tensor, *, value_range: tuple[float, float], steps: int
+    ) -> tuple[list[torch.Tensor], int]:
+        # One block per value of the code: that value sweeps the range while
+        # the code's other values keep their draws.
+        rows = drawn.shape[0]
+        sweep = torch.linspace(*value_range, steps, dtype=drawn.dtype)
+        blocks = []
+        for dimension in range(self.dim):
+            swept = drawn.repeat_interleave(steps, dim=0)
+            swept[:, dimension] = sweep.repeat(rows)
+            blocks.append(swept)
+        return blocks, steps
 
 
 @attrs.frozen
@@ -432,6 +470,16 @@ class LatentSpec:
     def scored_codes(self) -> tuple[LatentCode, ...]:
         """Codes that Q scores, in order (every code except noise)."""
         return tuple(code for code in self.codes if code.posterior_dim)
+
+    @property
+    def traversable_codes(self) -> tuple[LatentCode, ...]:
+        """Codes whose kind defines a traversal (categorical and continuous
+        codes, and plugin kinds that override ``traversal_values``)."""
+        return tuple(
+            code
+            for code in self.codes
+            if type(code).traversal_values is not LatentCode.traversal_values
+        )
 
     def entropies(self) -> dict[str, float]:
         """Prior entropy H(c) in nats of each scored code that has a finite one."""

@@ -647,7 +647,7 @@ def _train(
                 images = trainer.generate(sample_latent)
                 _save_grid(images, experiment.architecture.output_range, path)
                 logged = {"samples": path}
-                for code in latent_spec.scored_codes:
+                for code in latent_spec.traversable_codes:
                     # Seeded apart from the training stream, so every step's
                     # grid starts from the same draws and resume stays exact.
                     latent, num_columns = traversal_inputs(

@@ -33,55 +33,44 @@ def traversal_inputs(
     """Build the generator inputs of a traversal grid of one code.
 
     Each row starts from one draw of every code from the priors. Along the row
-    only ``code`` changes: a categorical code takes each category in turn, and
-    a continuous code takes ``steps`` evenly spaced values from
-    ``value_range``. A continuous code of ``dim`` values sweeps one value at a
-    time, in ``dim`` blocks of ``rows`` rows, with its other values as drawn.
+    only ``code`` changes, through its kind's
+    :meth:`~genlatent.latent.LatentCode.traversal_values`: a categorical code
+    takes each category in turn, and a continuous code takes ``steps`` evenly
+    spaced values from ``value_range``. A continuous code of ``dim`` values
+    sweeps one value at a time, in ``dim`` blocks of ``rows`` rows, with its
+    other values as drawn.
 
     Returns:
         ``(num_rows * num_columns, input_dim)`` inputs in row-major order, and
         ``num_columns``.
 
     Raises:
-        LatentSpecError: ``code`` is unknown or is noise, or ``steps`` or
-            ``rows`` is not positive.
+        LatentSpecError: ``code`` is unknown or its kind has no traversal, or
+            ``steps`` or ``rows`` is not positive.
     """
     target = latent_spec[code]
-    if not isinstance(target, CategoricalCode | ContinuousCode):
-        scored = ", ".join(code.name for code in latent_spec.scored_codes)
-        raise LatentSpecError(
-            f"latent code {code!r} is noise and has no traversal; traverse one of: "
-            f"{scored}"
-        )
     for name, value in (("steps", steps), ("rows", rows)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise LatentSpecError(f"{name} must be a positive integer, got {value!r}")
+    if target not in latent_spec.traversable_codes:
+        names = ", ".join(code.name for code in latent_spec.traversable_codes)
+        raise LatentSpecError(
+            f"latent code {code!r} ({target.kind}) has no traversal; traverse one "
+            f"of: {names}"
+        )
     values = latent_spec.sample_values(rows, generator=generator)
-
-    if isinstance(target, CategoricalCode):
-        num_columns = target.num_categories
+    swept = target.traversal_values(values[code], value_range=value_range, steps=steps)
+    assert swept is not None  # a traversable code's kind returns its values
+    blocks, num_columns = swept
+    inputs = []
+    for block in blocks:
         repeated = {
             name: value.repeat_interleave(num_columns, dim=0)
             for name, value in values.items()
         }
-        # (rows * num_categories,) indices 0, 1, ..., K-1, 0, 1, ...
-        categories = torch.arange(num_columns).repeat(rows)
-        repeated[code] = target.one_hot(categories, dtype=values[code].dtype)
-        return latent_spec.concat_input(repeated), num_columns
-
-    low, high = value_range
-    sweep = torch.linspace(low, high, steps, dtype=values[code].dtype)
-    blocks = []
-    for dimension in range(target.dim):
-        repeated = {
-            name: value.repeat_interleave(steps, dim=0)
-            for name, value in values.items()
-        }
-        swept = repeated[code].clone()
-        swept[:, dimension] = sweep.repeat(rows)
-        repeated[code] = swept
-        blocks.append(latent_spec.concat_input(repeated))
-    return torch.cat(blocks), steps
+        repeated[code] = block
+        inputs.append(latent_spec.concat_input(repeated))
+    return torch.cat(inputs), num_columns
 
 
 def to_unit_range(
@@ -109,9 +98,11 @@ def traversal_label(
     target = latent_spec[code]
     if isinstance(target, CategoricalCode):
         return f"{code}: categories 0..{target.num_categories - 1} (columns)"
+    if not isinstance(target, ContinuousCode):
+        return f"{code} ({target.kind}) along the columns"
     low, high = value_range
     label = f"{code}: {low:g} to {high:g} (columns)"
-    if isinstance(target, ContinuousCode) and target.dim > 1:
+    if target.dim > 1:
         label += f", one block of rows per value 0..{target.dim - 1}"
     return label
 

@@ -148,7 +148,7 @@ def test_traversal_multi_value_code_blocks():
 
 
 def test_traversal_rejects_noise_code():
-    with pytest.raises(LatentSpecError, match="'z' is noise"):
+    with pytest.raises(LatentSpecError, match="'z' \\(noise\\) has no traversal"):
         traversal_inputs(SPEC, "z")
 
 

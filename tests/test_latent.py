@@ -26,8 +26,9 @@ from genlatent.latent import (
     set_code_kinds,
 )
 from genlatent.plugins import PluginHost, load_plugins
-from genlatent.run import build_trainer, resolve_config, run_experiment
+from genlatent.run import run_experiment
 from genlatent.tracking import read_metrics
+from genlatent.traversal import traversal_inputs
 
 from .test_plugins import write_distribution
 
@@ -640,21 +641,32 @@ def test_plugin_kind_explicit_mapping(code_kind_plugins):
         LatentSpec.from_config(config.latent)
 
 
-def test_plugin_kind_trains_two_steps(code_kind_plugins):
-    # NOTE: this drives the trainer directly because run_experiment stops at
-    # its first sample grid: traversals take only categorical and continuous
-    # codes, and a Bernoulli code is neither.
-    config = resolve_config(
-        "toy-bernoulli", ["wandb.mode=disabled"], plugins=code_kind_plugins
+def test_plugin_kind_trains_two_steps(code_kind_plugins, tmp_path):
+    # The Bernoulli kind defines no traversal, so training writes sample
+    # grids and no traversal grid for it.
+    result = run_experiment(
+        "toy-bernoulli",
+        ["trainer.log_every=1", "trainer.progress=false", "wandb.mode=disabled"],
+        out=tmp_path / "run",
+        plugins=code_kind_plugins,
     )
-    torch.manual_seed(0)
-    trainer = build_trainer(config, code_kind_plugins, torch.device("cpu"))
-    images = code_kind_plugins.get("datasets", "toy-noise-images").load(config.data)
-    for step in range(2):
-        metrics = trainer.train_step(images.images[8 * step : 8 * step + 8])
+    assert result.steps == 2
+    records = read_metrics(result.run_dir)
+    for record in records:
         for key in ("d_loss", "g_loss", "mi/b"):
-            assert math.isfinite(float(metrics[key])), (step, key)
-    assert trainer.step == 2
+            assert math.isfinite(record[key]), (record["step"], key)
+    assert [path.name for path in (result.run_dir / "samples").iterdir()] == [
+        "step_00000002.png"
+    ]
+    assert not (result.run_dir / "traversals").exists()
+
+
+def test_plugin_kind_without_traversal(code_kind_plugins):
+    config = code_kind_plugins.get("experiments", "toy-bernoulli")
+    spec = LatentSpec.from_config(config.latent)
+    assert spec.traversable_codes == ()
+    with pytest.raises(LatentSpecError, match="'b' \\(bernoulli\\) has no traversal"):
+        traversal_inputs(spec, "b")
 
 
 def test_plugin_kind_run_logs_entropy(code_kind_plugins, tmp_path):
