@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import itertools
 import logging
 import math
 import random
@@ -70,6 +71,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else None
 
 
+# Adam settings that a resumed run takes from its config rather than from the
+# checkpoint. The others (fused, foreach) stay as saved, because they decide
+# where the loaded state tensors live.
+CONFIGURED_HYPERPARAMETERS = ("lr", "betas")
+
 # Device types with a fused Adam kernel in torch 2.4 and later.
 FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")
 
@@ -112,6 +118,44 @@ def find_recognition_head(regularizers: Sequence[Regularizer]) -> nn.Module | No
         if isinstance(head, nn.Module):
             return head
     return None
+
+
+def first_line(error: BaseException) -> str:
+    """Return the first non-empty line of an exception's message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _shape(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return "no tensor" if shape is None else f"shape {tuple(shape)}"
+
+
+def describe_mismatch(expected: dict[str, Any], saved: dict[str, Any]) -> str | None:
+    """Return a one-line description of how a module's ``expected`` state dict
+    and a ``saved`` one differ, or None when they fit.
+
+    Names the first key, in the module's order, that ``saved`` lacks or has
+    with another shape. Otherwise it names the first extra key of ``saved``.
+    """
+    problems = []
+    for name, value in expected.items():
+        if name not in saved:
+            problems.append(f"{name} is missing from the checkpoint")
+        elif _shape(saved[name]) != _shape(value):
+            problems.append(
+                f"{name} has {_shape(saved[name])} in the checkpoint but "
+                f"{_shape(value)} in the experiment"
+            )
+    problems.extend(
+        f"the checkpoint has {name}, which the experiment's network lacks"
+        for name in saved
+        if name not in expected
+    )
+    if not problems:
+        return None
+    more = len(problems) - 1
+    return problems[0] + (f" ({more} more mismatching keys)" if more else "")
 
 
 # A network applied to images for inspection: maps ``(batch, *image_shape)``
@@ -351,7 +395,14 @@ class Trainer(abc.ABC):
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly, as tensors and
-        plain Python values."""
+        plain Python values.
+
+        Raises:
+            DivergenceError: a network's parameter or buffer is not finite
+                (see :meth:`check_finite_weights`), so that a diverged run
+                never replaces its last good checkpoint.
+        """
+        self.check_finite_weights()
         numpy_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]
         python_state = random.getstate()
         rng: dict[str, Any] = {
@@ -379,31 +430,106 @@ class Trainer(abc.ABC):
         state["rng"] = rng
         return state
 
+    def check_finite_weights(self) -> None:
+        """Raise DivergenceError naming the step and the first parameter or
+        buffer of :meth:`networks` that holds a NaN or an infinity.
+
+        The loss checks cannot see a non-finite value that the last update
+        wrote, nor one in a buffer such as a batch-norm running variance.
+        Costs one kernel per tensor and one host synchronisation; under
+        torchrun the ranks agree first, so that all of them raise together.
+        ``trainer.on_divergence=skip`` does not apply, since no update is left
+        to skip.
+        """
+        named = [
+            (f"{key}.{name}", tensor)
+            for key, module in self.networks().items()
+            for name, tensor in itertools.chain(
+                module.named_parameters(), module.named_buffers()
+            )
+            if tensor.is_floating_point()
+        ]
+        if not named:
+            return
+        finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named])
+        if all_ranks(finite.all()):
+            return
+        flags = finite.tolist()
+        bad = [
+            (name, tensor)
+            for (name, tensor), ok in zip(named, flags, strict=True)
+            if not ok
+        ]
+        if bad:
+            name, tensor = bad[0]
+            count = int((~torch.isfinite(tensor)).sum())
+            found = f"{name} has {count} non-finite values of {tensor.numel()}"
+            if len(bad) > 1:
+                found += f" ({len(bad) - 1} more tensors are not finite)"
+        else:
+            found = "a parameter or buffer is not finite on another rank"
+        raise DivergenceError(
+            f"step {self.step}: {found}. The checkpoint of this step was not "
+            "written, so the last checkpoint is kept; lower the learning rates "
+            "and resume from it."
+        )
+
     def load_networks(self, state: dict[str, Any]) -> None:
         """Restore the modules of :meth:`networks` from a checkpoint state.
 
         Raises:
             CheckpointError: the state lacks a network or its tensors do not
-                fit.
+                fit; the one-line message names the network, the first
+                mismatching key and both shapes.
         """
-        try:
-            for key, module in self.networks().items():
+        for key, module in self.networks().items():
+            if key not in state:
+                raise CheckpointError(
+                    f"checkpoint has no {key!r} network, so it was not written "
+                    "by this experiment's model"
+                )
+            mismatch = describe_mismatch(module.state_dict(), state[key])
+            if mismatch is not None:
+                raise CheckpointError(
+                    f"checkpoint does not fit this experiment's {key} network: "
+                    f"{mismatch}"
+                )
+            try:
                 module.load_state_dict(state[key])
-        except (KeyError, RuntimeError, ValueError) as error:
-            raise CheckpointError(
-                f"checkpoint does not fit this experiment's networks: {error}"
-            ) from None
+            except (RuntimeError, ValueError) as error:
+                raise CheckpointError(
+                    f"checkpoint does not fit this experiment's {key} network: "
+                    f"{first_line(error)}"
+                ) from None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state written by :meth:`state_dict`."""
+        """Restore a state written by :meth:`state_dict`.
+
+        Optimizer hyperparameters (learning rate, betas) come from this
+        trainer's config, not from the checkpoint, so that a resume with
+        ``optim.generator.lr=...`` trains with the new value. With an
+        unchanged config they are equal, and the resume is exact.
+        """
         self.load_networks(state)
-        try:
-            for key, optimizer in self.optimizers().items():
+        for key, optimizer in self.optimizers().items():
+            configured = [
+                {name: group[name] for name in CONFIGURED_HYPERPARAMETERS}
+                for group in optimizer.param_groups
+            ]
+            try:
                 optimizer.load_state_dict(state[key])
-        except (KeyError, RuntimeError, ValueError) as error:
-            raise CheckpointError(
-                f"checkpoint does not fit this experiment's networks: {error}"
-            ) from None
+            except KeyError:
+                raise CheckpointError(
+                    f"checkpoint has no {key!r} state, so it was not written by "
+                    "this experiment's model"
+                ) from None
+            except (RuntimeError, ValueError) as error:
+                raise CheckpointError(
+                    f"checkpoint does not fit this experiment's {key}: "
+                    f"{first_line(error)}"
+                ) from None
+            for group, settings in zip(optimizer.param_groups, configured, strict=True):
+                group.update(settings)
         self.step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         rng = state["rng"]
