@@ -11,6 +11,7 @@ import json
 import logging
 import netrc
 import os
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class MetricsLogger:
         wandb_id: the wandb run id; a resumed run passes its original id.
         wandb_logged_through: the last step wandb already has; records up to
             it go to ``metrics.jsonl`` only, so wandb's steps keep increasing.
+            A resumed run (``wandb_id`` given) asks wandb instead where it can
+            (see :meth:`_backfill_wandb`).
     """
 
     def __init__(
@@ -75,12 +78,19 @@ class MetricsLogger:
         self.path = run_dir / METRICS_FILE
         self.wandb_logged_through = wandb_logged_through
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._write_failed = False
         self.mode = resolve_wandb_mode(wandb_config.mode)
         self.wandb_run: Any = None
         if self.mode != "disabled":
+            # Read before wandb.init, which starts this process's own folder.
+            offline_through = None
+            if wandb_id is not None and self.mode == "offline":
+                offline_through = _offline_logged_through(run_dir, wandb_id)
             self.wandb_run = self._start_wandb(
                 run_dir, wandb_config, run_name, config, wandb_id
             )
+            if wandb_id is not None:
+                self._backfill_wandb(run_dir, offline_through)
 
     def _start_wandb(
         self,
@@ -114,16 +124,64 @@ class MetricsLogger:
         logger.info("wandb run %s (%s) in %s", run.id, self.mode, run.dir)
         return run
 
+    def _backfill_wandb(self, run_dir: Path, offline_through: int | None) -> None:
+        """Send a resumed wandb run the ``metrics.jsonl`` records it lacks.
+
+        A killed process loses the records that wandb had not written yet
+        (seconds of them, measured with wandb 0.31), so wandb can end before
+        the checkpoint's step or after it. This sends wandb the kept records
+        after its last step, and live records only after that step, so each
+        step reaches wandb once and in increasing order. The last step comes
+        from the server when online (the resumed run's ``starting_step``),
+        from the earlier offline folders of the run when offline
+        (``offline_through``), and from ``wandb_logged_through`` when neither
+        is known.
+        """
+        if self.mode == "online":
+            # NOTE: this branch needs a wandb server and is not covered by the
+            # tests, which log offline.
+            logged_through: int | None = max(int(self.wandb_run.starting_step) - 1, 0)
+        else:
+            logged_through = offline_through
+        if logged_through is None:
+            return
+        pending = [
+            record
+            for record in read_metrics(run_dir)
+            if record["step"] > logged_through
+        ]
+        for record in pending:
+            metrics = {key: value for key, value in record.items() if key != "step"}
+            self.wandb_run.log(metrics, step=record["step"])
+        if pending:
+            logger.info(
+                "sent wandb the %d records after step %d that it lacked",
+                len(pending),
+                logged_through,
+            )
+        self.wandb_logged_through = max(
+            [logged_through, *(record["step"] for record in pending)]
+        )
+
     @property
     def wandb_id(self) -> str | None:
         """The wandb run id, or None when wandb is disabled."""
         return None if self.wandb_run is None else str(self.wandb_run.id)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Append one record for ``step`` to every sink."""
+        """Append one record for ``step`` to every sink.
+
+        Raises:
+            OSError: ``metrics.jsonl`` cannot be written (a full disk); its
+                ``filename`` is that file's path.
+        """
         record = {"step": step, **metrics}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as error:
+            self._write_failed = True
+            raise OSError(error.errno, error.strerror, str(self.path)) from error
         if self.wandb_run is not None and step > self.wandb_logged_through:
             self.wandb_run.log(dict(metrics), step=step)
 
@@ -138,11 +196,104 @@ class MetricsLogger:
         )
 
     def close(self) -> None:
-        """Flush and close every sink."""
-        self._file.close()
-        if self.wandb_run is not None:
-            self.wandb_run.finish()
-            self.wandb_run = None
+        """Flush and close every sink.
+
+        Raises:
+            OSError: the last records cannot be written to ``metrics.jsonl``,
+                unless :meth:`log` already raised that error.
+        """
+        try:
+            if self.wandb_run is not None:
+                self.wandb_run.finish()
+                self.wandb_run = None
+        finally:
+            try:
+                self._file.close()
+            except OSError as error:
+                # A failed write leaves its record in the buffer, and closing
+                # fails on it again; the caller already has that error.
+                if not self._write_failed:
+                    raise OSError(
+                        error.errno, error.strerror, str(self.path)
+                    ) from error
+
+
+# Layout of wandb's offline record log, ``run-ID.wandb``, as read back from
+# files that wandb 0.31 wrote. The file starts with a 7-byte header (``:W&B``,
+# magic 0xBEE1, version 0) and continues in 32 KiB blocks of records. Each
+# record has a 7-byte header (CRC32C, little-endian length, type: 1 full,
+# 2 first, 3 middle, 4 last) and a serialised ``wandb_internal_pb2.Record``.
+# A record never starts in the last 6 bytes of a block, which are padding.
+_WANDB_BLOCK_SIZE = 32 * 1024
+_WANDB_HEADER_SIZE = 7
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _wandb_payloads(data: bytes) -> list[bytes]:
+    """Split an offline wandb record log into record payloads; a record cut
+    off by a killed writer is left out."""
+    if data[:4] != b":W&B":
+        raise ValueError("not a wandb record log")
+    position, payloads, pending = _WANDB_HEADER_SIZE, [], b""
+    while position + _WANDB_HEADER_SIZE <= len(data):
+        left_in_block = _WANDB_BLOCK_SIZE - position % _WANDB_BLOCK_SIZE
+        if left_in_block < _WANDB_HEADER_SIZE:
+            position += left_in_block
+            continue
+        header = data[position : position + _WANDB_HEADER_SIZE]
+        _, length, kind = struct.unpack("<IHB", header)
+        if length == 0 and kind == 0:
+            position += left_in_block
+            continue
+        start = position + _WANDB_HEADER_SIZE
+        if start + length > len(data):
+            break
+        payload = data[start : start + length]
+        position = start + length
+        if kind == _FULL:
+            payloads.append(payload)
+        elif kind == _FIRST:
+            pending = payload
+        elif kind == _MIDDLE:
+            pending += payload
+        elif kind == _LAST:
+            payloads.append(pending + payload)
+            pending = b""
+    return payloads
+
+
+def _offline_logged_through(run_dir: Path, run_id: str) -> int | None:
+    """Return the last history step in the offline wandb folders of run
+    ``run_id`` under ``run_dir`` (0 for none), or None with a warning when a
+    file cannot be read."""
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
+
+    last = 0
+    for path in sorted(run_dir.glob(f"wandb/offline-run-*-{run_id}/run-*.wandb")):
+        try:
+            payloads = _wandb_payloads(path.read_bytes())
+        except (OSError, ValueError, struct.error) as error:
+            logger.warning(
+                "cannot read wandb's offline history %s (%s); wandb may miss "
+                "the steps logged just before the run stopped",
+                path,
+                error,
+            )
+            return None
+        for payload in payloads:
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
+            try:
+                record.ParseFromString(payload)
+            except DecodeError:
+                continue
+            if record.WhichOneof("record_type") != "history":
+                continue
+            for item in record.history.item:
+                # wandb 0.31 stores the key as a one-element nested_key.
+                if (item.key or "/".join(item.nested_key)) == "_step":
+                    last = max(last, int(json.loads(item.value_json)))
+    return last
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
