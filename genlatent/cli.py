@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -419,14 +420,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             destroy_process_group()
             if launched_world().is_main:
                 _print_result(result)
-            # 130 is the shell's status for a run stopped by a signal.
-            return 130 if result.interrupted else 0
+            return _exit_status(result)
     except GenlatentError as error:
         if args.debug:
             raise
         print(f"{_program_name()}: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        # Writing metrics, sample grids or evaluation results fails with the
+        # OSError of the file system (a full disk, a read-only folder).
+        if args.debug:
+            raise
+        print(f"{_program_name()}: error: {_describe_os_error(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("genlatent: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
     return 0
+
+
+def _exit_status(result: RunResult) -> int:
+    """Return 0 for a finished run, and for a run stopped by a signal the
+    shell's status of a process killed by it: 128 plus the signal number (130
+    for SIGINT, 143 for SIGTERM)."""
+    if not result.interrupted:
+        return 0
+    # NOTE: RunResult has no stop_signal field yet, so until genlatent.run
+    # records the signal there every stopped run reports SIGINT's 130.
+    signum = getattr(result, "stop_signal", None) or signal.SIGINT
+    return 128 + int(signum)
+
+
+def _describe_os_error(error: OSError) -> str:
+    """Return ``PATH: REASON`` for an OSError, or its reason alone when the
+    failing call did not name a file."""
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return f"{reason} (run with --debug to see which file)"
+    path = str(error.filename)
+    if error.filename2 is not None:
+        path = f"{path} -> {error.filename2}"
+    return f"{path}: {reason}"
