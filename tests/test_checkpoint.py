@@ -1,18 +1,24 @@
-"""Checkpoint files: atomic writes, retention, safe loading, and stopping a
-run with a signal."""
+"""Checkpoint files: atomic writes, retention, safe loading, full disks,
+networks that do not fit, non-finite weights, and stopping a run with a
+signal."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import pickle
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 
@@ -20,9 +26,13 @@ from genlatent.checkpoint import (
     UnsafeCheckpointError,
     list_checkpoints,
     load_checkpoint,
+    load_latest_checkpoint,
     save_checkpoint,
 )
-from genlatent.errors import CheckpointError
+from genlatent.cli import main
+from genlatent.errors import CheckpointError, DivergenceError
+from genlatent.plugins import load_plugins
+from genlatent.run import RunResult, build_trainer, resolve_config
 from genlatent.tracking import read_metrics
 
 from .conftest import requires_fashion_mnist
@@ -108,6 +118,87 @@ def test_unwritable_folder_keeps_previous(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["step_00000001.pt"]
 
 
+@pytest.fixture
+def small_tmpfs(tmp_path) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted for one test, a real file system that fills up.
+    Skips where mounting is not permitted (not root, or a container without
+    CAP_SYS_ADMIN)."""
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_full_disk_keeps_previous(small_tmpfs):
+    save_checkpoint(state_at(1), small_tmpfs, 1, keep=3)
+    # 4 MB of weights on a 64 KiB file system. torch.save reports the failed
+    # write as RuntimeError ("unexpected pos"), with the ENOSPC behind it.
+    large = {"step": 2, "weights": torch.zeros(1_000_000)}
+    with pytest.raises(CheckpointError) as error:
+        save_checkpoint(large, small_tmpfs, 2, keep=3)
+    message = str(error.value)
+    final = small_tmpfs / "step_00000002.pt"
+    assert message.startswith(
+        f"cannot write checkpoint {final}: No space left on device."
+    )
+    assert "\n" not in message
+    cause = error.value.__cause__
+    assert isinstance(cause, OSError)
+    assert cause.errno == errno.ENOSPC
+    assert [path.name for path in small_tmpfs.iterdir()] == ["step_00000001.pt"]
+    assert load_checkpoint(small_tmpfs / "step_00000001.pt")["step"] == 1
+
+
+def truncate(path: Path) -> bytes:
+    """Cut ``path`` to half its size; return what is left."""
+    data = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(data)
+    return data
+
+
+def test_retention_keeps_new_before_damaged(tmp_path):
+    # A damaged step-30 file, and a resumed run that saves step 20 with
+    # keep=1: the new file stays, the older good one goes, the later one is
+    # left to load_latest_checkpoint.
+    for step in (10, 30):
+        save_checkpoint(state_at(step), tmp_path, step, keep=3)
+    truncate(tmp_path / "step_00000030.pt")
+    save_checkpoint(state_at(20), tmp_path, 20, keep=1)
+    names = [path.name for path in list_checkpoints(tmp_path)]
+    assert names == ["step_00000020.pt", "step_00000030.pt"]
+    assert load_checkpoint(tmp_path / "step_00000020.pt")["step"] == 20
+
+
+def test_latest_renames_damaged(tmp_path, caplog):
+    for step in (10, 20):
+        save_checkpoint(state_at(step), tmp_path, step, keep=3)
+    damaged = tmp_path / "step_00000020.pt"
+    left = truncate(damaged)
+    with caplog.at_level("WARNING", logger="genlatent"):
+        found = load_latest_checkpoint(tmp_path)
+    assert found is not None
+    path, state = found
+    assert path.name == "step_00000010.pt"
+    assert state["step"] == 10
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"checkpoint {damaged} is unreadable")
+    assert "renamed it to step_00000020.pt.corrupt" in warnings[0]
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["step_00000010.pt"]
+    assert (tmp_path / "step_00000020.pt.corrupt").read_bytes() == left
+
+
 def test_truncated_file_is_reported(tmp_path):
     path = save_checkpoint(state_at(3), tmp_path, 3, keep=3)
     data = path.read_bytes()
@@ -120,6 +211,80 @@ def test_truncated_file_is_reported(tmp_path):
 def test_missing_file_is_reported(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "step_00000001.pt")
+
+
+# -- networks ---------------------------------------------------------------------
+
+
+def cpu_trainer(*overrides: str):
+    plugins = load_plugins()
+    config = resolve_config("infogan-fashion-mnist", overrides, plugins=plugins)
+    return build_trainer(config, plugins, torch.device("cpu"))
+
+
+def test_networks_shape_mismatch(tmp_path):
+    path = save_checkpoint(cpu_trainer().state_dict(), tmp_path, 0, keep=1)
+    # 10 noise values instead of 62: the generator's first layer takes 22
+    # inputs (10 categories, 2 continuous codes, 10 noise) instead of 74.
+    smaller = cpu_trainer("latent.z.dim=10")
+    with pytest.raises(CheckpointError) as error:
+        smaller.load_networks(load_checkpoint(path))
+    assert str(error.value) == (
+        "checkpoint does not fit this experiment's generator network: "
+        "0.0.weight has shape (1024, 74) in the checkpoint but shape (1024, 22) "
+        "in the experiment"
+    )
+
+
+def test_nonfinite_buffer_blocks_state(tmp_path):
+    trainer = cpu_trainer()
+    trainer.step = 7
+    trainer.state_dict()
+    running_var = dict(trainer.discriminator.named_buffers())["trunk.1.1.running_var"]
+    running_var[3] = float("inf")
+    with pytest.raises(DivergenceError) as error:
+        trainer.state_dict()
+    assert str(error.value).startswith(
+        "step 7: discriminator.trunk.1.1.running_var has 1 non-finite values of "
+        f"{running_var.numel()}. The checkpoint of this step was not written"
+    )
+
+
+# -- errors on the command line -----------------------------------------------------
+
+
+@pytest.fixture
+def restore_cli_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command line replaces the genlatent logger's handlers and stops
+    # propagation, which would hide later tests' records from caplog.
+    cli_logger = logging.getLogger("genlatent")
+    monkeypatch.setattr(cli_logger, "handlers", [])
+    monkeypatch.setattr(cli_logger, "propagate", cli_logger.propagate)
+    monkeypatch.setattr(cli_logger, "level", cli_logger.level)
+
+
+@requires_fashion_mnist
+def test_cli_full_metrics_file(tmp_path, capsys, restore_cli_logging):
+    # metrics.jsonl links to /dev/full, where every write fails with ENOSPC.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").symlink_to("/dev/full")
+    arguments = ["run", "infogan-fashion-mnist", *SHORT, "trainer.max_steps=2"]
+    assert main([*arguments, "--out", str(out)]) == 1
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if "error" in line]
+    assert errors == [
+        f"genlatent: error: {out / 'metrics.jsonl'}: No space left on device"
+    ]
+    assert "Traceback" not in stderr
+
+    debug_out = tmp_path / "debug"
+    debug_out.mkdir()
+    (debug_out / "metrics.jsonl").symlink_to("/dev/full")
+    with pytest.raises(OSError) as error:
+        main([*arguments, "--out", str(debug_out), "--debug"])
+    assert error.value.errno == errno.ENOSPC
+    assert error.value.filename == str(debug_out / "metrics.jsonl")
 
 
 # -- code hidden in a pickle ------------------------------------------------------
@@ -176,7 +341,21 @@ def test_resume_rejects_pickled_code(tmp_path):
 
 
 @requires_fashion_mnist
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum",
+    [
+        pytest.param(
+            signal.SIGTERM,
+            marks=pytest.mark.xfail(
+                "stop_signal" not in attrs.fields_dict(RunResult),
+                reason="RunResult does not record the stop signal, so the "
+                "command reports SIGINT's 130",
+                strict=True,
+            ),
+        ),
+        signal.SIGINT,
+    ],
+)
 def test_signal_stops_with_checkpoint(tmp_path, signum):
     out = tmp_path / "run"
     process = genlatent(
@@ -191,7 +370,8 @@ def test_signal_stops_with_checkpoint(tmp_path, signum):
     wait_for(lambda: logged_records(out) >= 5, process)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=600)
-    assert process.returncode == 130
+    # The shell's status of a process killed by the signal: 130, 143.
+    assert process.returncode == 128 + signum
     assert f"{signal.Signals(signum).name} received" in stderr
     step = read_metrics(out)[-1]["step"]
     assert f"interrupted at step {step}" in stdout
