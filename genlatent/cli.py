@@ -445,9 +445,8 @@ def _exit_status(result: RunResult) -> int:
     for SIGINT, 143 for SIGTERM)."""
     if not result.interrupted:
         return 0
-    # NOTE: RunResult has no stop_signal field yet, so until genlatent.run
-    # records the signal there every stopped run reports SIGINT's 130.
-    signum = getattr(result, "stop_signal", None) or signal.SIGINT
+    # A torchrun rank stopped by another rank's signal reports SIGINT's 130.
+    signum = result.stop_signal or signal.SIGINT
     return 128 + int(signum)
 
 

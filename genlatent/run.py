@@ -187,12 +187,19 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 @attrs.frozen
 class RunResult:
-    """Outcome of a finished run: its folder, step count and last metrics."""
+    """Outcome of a finished run: its folder, step count and last metrics.
+
+    Attributes:
+        interrupted: a stop signal ended the run before ``trainer.max_steps``.
+        stop_signal: the number of that signal; None when the run finished,
+            or when another torchrun rank received the signal.
+    """
 
     run_dir: Path
     steps: int
     metrics: dict[str, float]
     interrupted: bool = False
+    stop_signal: int | None = None
 
 
 @attrs.define
@@ -270,9 +277,11 @@ class _StopRequest:
 
     def __init__(self, stop_point: str) -> None:
         self.signal_name: str | None = None
+        self.signal_number: int | None = None
         self.stop_point = stop_point
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.signal_number = signum
         self.signal_name = signal.Signals(signum).name
         logger.warning(
             "%s received: stopping %s and writing a checkpoint",
@@ -675,7 +684,8 @@ def _train(
                 stopping = any_rank(stop.signal_name is not None)
             if step % settings.checkpoint_every == 0 or is_last or stopping:
                 checkpoint()
-    return RunResult(run_dir, trainer.step, last_record, stopping)
+    stop_signal = stop.signal_number if stopping else None
+    return RunResult(run_dir, trainer.step, last_record, stopping, stop_signal)
 
 
 def checks_stop_every_step(world: World, device: torch.device) -> bool:

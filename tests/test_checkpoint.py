@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import attrs
 import pytest
 import torch
 
@@ -32,7 +31,7 @@ from genlatent.checkpoint import (
 from genlatent.cli import main
 from genlatent.errors import CheckpointError, DivergenceError
 from genlatent.plugins import load_plugins
-from genlatent.run import RunResult, build_trainer, resolve_config
+from genlatent.run import build_trainer, resolve_config
 from genlatent.tracking import read_metrics
 
 from .conftest import requires_fashion_mnist
@@ -341,21 +340,7 @@ def test_resume_rejects_pickled_code(tmp_path):
 
 
 @requires_fashion_mnist
-@pytest.mark.parametrize(
-    "signum",
-    [
-        pytest.param(
-            signal.SIGTERM,
-            marks=pytest.mark.xfail(
-                "stop_signal" not in attrs.fields_dict(RunResult),
-                reason="RunResult does not record the stop signal, so the "
-                "command reports SIGINT's 130",
-                strict=True,
-            ),
-        ),
-        signal.SIGINT,
-    ],
-)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_with_checkpoint(tmp_path, signum):
     out = tmp_path / "run"
     process = genlatent(
