@@ -67,6 +67,7 @@ from genlatent.trainer import Trainer
 from genlatent.traversal import (
     TRAVERSALS_DIR,
     image_grid,
+    naming_path,
     save_labelled_grid,
     traversal_inputs,
     traversal_label,
@@ -355,7 +356,8 @@ def _save_grid(
     images: torch.Tensor, output_range: tuple[float, float], path: Path
 ) -> None:
     low, high = output_range
-    save_image((images.float().cpu() - low) / (high - low), path, nrow=8)
+    with naming_path(path):
+        save_image((images.float().cpu() - low) / (high - low), path, nrow=8)
 
 
 def run_experiment(
@@ -462,7 +464,10 @@ def resume_run(
     state = rank_checkpoint_state(world, state, state.get("ranks"))
     prepared = prepare_experiment(config, plugins)
     trainer = build_trainer(config, plugins, prepared.device)
-    trainer.load_state_dict(state)
+    try:
+        trainer.load_state_dict(state)
+    except CheckpointError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from None
     replicate(trainer, world)
     stream = batch_stream(prepared)
     stream.load_state_dict(state["data"])

@@ -7,6 +7,8 @@ from draws made by :meth:`LatentSpec.sample_values`, as in training.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -116,5 +118,21 @@ def save_labelled_grid(grid: torch.Tensor, label: str, path: Path) -> Path:
     image.paste(body, (0, LABEL_HEIGHT))
     ImageDraw.Draw(image).text((2, 2), label, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    with naming_path(path):
+        image.save(path)
     return path
+
+
+@contextmanager
+def naming_path(path: Path) -> Iterator[None]:
+    """Give an OSError raised while writing ``path`` the path as its filename.
+
+    PIL's write errors (a full disk, for one) carry no file name, so without
+    this the command line could not say which file failed.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error

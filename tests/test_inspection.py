@@ -281,6 +281,20 @@ def test_cli_sample_writes_png(short_run, tmp_path):
 
 @pytest.mark.realdata
 @requires_fashion_mnist
+def test_cli_sample_full_disk_one_line(short_run, tmp_path):
+    # A PNG path that leads to /dev/full fails every write with ENOSPC, and
+    # PIL's error carries no file name of its own.
+    out = tmp_path / "s.png"
+    out.symlink_to("/dev/full")
+    result = cli("sample", str(short_run), "--out", str(out))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"genlatent: error: {out}: No space left on device"
+    ]
+
+
+@pytest.mark.realdata
+@requires_fashion_mnist
 def test_cli_traverse_unknown_code_one_line(short_run):
     result = cli("traverse", str(short_run), "--code", "c9")
     assert result.returncode == 1
