@@ -485,6 +485,7 @@ def resume_run(
             config=config_to_dict(config),
             wandb_id=state.get("wandb_id"),
             wandb_logged_through=logged_through,
+            resend_lost_records=True,
         )
     try:
         return _train(

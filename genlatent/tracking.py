@@ -12,6 +12,7 @@ import logging
 import netrc
 import os
 import struct
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,10 @@ class MetricsLogger:
         wandb_id: the wandb run id; a resumed run passes its original id.
         wandb_logged_through: the last step wandb already has; records up to
             it go to ``metrics.jsonl`` only, so wandb's steps keep increasing.
-            A resumed run (``wandb_id`` given) asks wandb instead where it can
-            (see :meth:`_backfill_wandb`).
+        resend_lost_records: a resumed training run sets this, so the logger
+            asks wandb for the last step it holds instead, where it can, and
+            sends wandb the ``metrics.jsonl`` records it lacks (see
+            :meth:`_backfill_wandb`).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class MetricsLogger:
         config: Mapping[str, Any],
         wandb_id: str | None = None,
         wandb_logged_through: int = 0,
+        resend_lost_records: bool = False,
     ) -> None:
         self.path = run_dir / METRICS_FILE
         self.wandb_logged_through = wandb_logged_through
@@ -83,13 +87,14 @@ class MetricsLogger:
         self.wandb_run: Any = None
         if self.mode != "disabled":
             # Read before wandb.init, which starts this process's own folder.
+            resend = resend_lost_records and wandb_id is not None
             offline_through = None
-            if wandb_id is not None and self.mode == "offline":
+            if resend and wandb_id is not None and self.mode == "offline":
                 offline_through = _offline_logged_through(run_dir, wandb_id)
             self.wandb_run = self._start_wandb(
                 run_dir, wandb_config, run_name, config, wandb_id
             )
-            if wandb_id is not None:
+            if resend:
                 self._backfill_wandb(run_dir, offline_through)
 
     def _start_wandb(
@@ -204,8 +209,13 @@ class MetricsLogger:
         """
         try:
             if self.wandb_run is not None:
-                self.wandb_run.finish()
+                run = self.wandb_run
+                run.finish()
                 self.wandb_run = None
+                if self.mode == "offline":
+                    # run.dir is the run folder's files/ subfolder.
+                    record_log = Path(run.dir).parent / f"run-{run.id}.wandb"
+                    wait_for_exit_record(record_log)
         finally:
             try:
                 self._file.close()
@@ -225,6 +235,8 @@ class MetricsLogger:
 # 2 first, 3 middle, 4 last) and a serialised ``wandb_internal_pb2.Record``.
 # A record never starts in the last 6 bytes of a block, which are padding.
 _WANDB_BLOCK_SIZE = 32 * 1024
+# How long close() waits for wandb to finish an offline run's record log.
+WANDB_FLUSH_TIMEOUT_S = 30.0
 _WANDB_HEADER_SIZE = 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
@@ -262,17 +274,78 @@ def _wandb_payloads(data: bytes) -> list[bytes]:
     return payloads
 
 
+def read_wandb_records(path: Path) -> list[Any]:
+    """Read the records of an offline wandb run's ``run-ID.wandb`` file.
+
+    Returns:
+        ``wandb_internal_pb2.Record`` messages in file order. A record cut off
+        by a killed writer, or one that does not parse, is left out.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: the file is not a wandb record log.
+    """
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
+
+    records = []
+    for payload in _wandb_payloads(Path(path).read_bytes()):
+        record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
+        try:
+            record.ParseFromString(payload)
+        except DecodeError:
+            continue
+        records.append(record)
+    return records
+
+
+def wait_for_exit_record(
+    path: Path, timeout_s: float = WANDB_FLUSH_TIMEOUT_S, poll_s: float = 0.05
+) -> bool:
+    """Wait until the offline record log ``path`` ends its run.
+
+    wandb 0.31's ``finish()`` can return before its service process has
+    written the log: read at once, the file may still be empty. Waiting for
+    the exit record leaves a complete offline run when a command returns, for
+    ``wandb sync`` or a resume to read.
+
+    Returns:
+        True when the exit record was found; False, with a warning, after
+        ``timeout_s`` seconds without it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            records = read_wandb_records(path)
+        except (OSError, ValueError, struct.error):
+            records = []
+        if any(record.WhichOneof("record_type") == "exit" for record in records):
+            return True
+        if time.monotonic() >= deadline:
+            logger.warning(
+                "wandb has not finished writing %s after %.0f s; wait before "
+                "running `wandb sync` on it",
+                path,
+                timeout_s,
+            )
+            return False
+        time.sleep(poll_s)
+
+
+def wandb_history_key(item: Any) -> str:
+    """Return the metric name of a history item; wandb 0.31 stores it as a
+    one-element ``nested_key``."""
+    return str(item.key or "/".join(item.nested_key))
+
+
 def _offline_logged_through(run_dir: Path, run_id: str) -> int | None:
     """Return the last history step in the offline wandb folders of run
     ``run_id`` under ``run_dir`` (0 for none), or None with a warning when a
     file cannot be read."""
-    from google.protobuf.message import DecodeError
-    from wandb.proto import wandb_internal_pb2
-
     last = 0
     for path in sorted(run_dir.glob(f"wandb/offline-run-*-{run_id}/run-*.wandb")):
         try:
-            payloads = _wandb_payloads(path.read_bytes())
+            records = read_wandb_records(path)
         except (OSError, ValueError, struct.error) as error:
             logger.warning(
                 "cannot read wandb's offline history %s (%s); wandb may miss "
@@ -281,17 +354,11 @@ def _offline_logged_through(run_dir: Path, run_id: str) -> int | None:
                 error,
             )
             return None
-        for payload in payloads:
-            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
-            try:
-                record.ParseFromString(payload)
-            except DecodeError:
-                continue
+        for record in records:
             if record.WhichOneof("record_type") != "history":
                 continue
             for item in record.history.item:
-                # wandb 0.31 stores the key as a one-element nested_key.
-                if (item.key or "/".join(item.nested_key)) == "_step":
+                if wandb_history_key(item) == "_step":
                     last = max(last, int(json.loads(item.value_json)))
     return last
 

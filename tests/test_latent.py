@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ from genlatent.latent import (
     set_code_kinds,
 )
 from genlatent.plugins import PluginHost, load_plugins
-from genlatent.run import run_experiment
+from genlatent.run import RunResult, run_experiment
 from genlatent.tracking import read_metrics
 from genlatent.traversal import traversal_inputs
 
@@ -641,15 +642,20 @@ def test_plugin_kind_explicit_mapping(code_kind_plugins):
         LatentSpec.from_config(config.latent)
 
 
+def run_toy_experiment(name: str, plugins: PluginHost, out: Path) -> RunResult:
+    """Train a plugin code kind's two-step experiment, logging every step."""
+    return run_experiment(
+        name,
+        ["trainer.log_every=1", "trainer.progress=false", "wandb.mode=disabled"],
+        out=out,
+        plugins=plugins,
+    )
+
+
 def test_plugin_kind_trains_two_steps(code_kind_plugins, tmp_path):
     # The Bernoulli kind defines no traversal, so training writes sample
     # grids and no traversal grid for it.
-    result = run_experiment(
-        "toy-bernoulli",
-        ["trainer.log_every=1", "trainer.progress=false", "wandb.mode=disabled"],
-        out=tmp_path / "run",
-        plugins=code_kind_plugins,
-    )
+    result = run_toy_experiment("toy-bernoulli", code_kind_plugins, tmp_path / "run")
     assert result.steps == 2
     records = read_metrics(result.run_dir)
     for record in records:
@@ -670,11 +676,8 @@ def test_plugin_kind_without_traversal(code_kind_plugins):
 
 
 def test_plugin_kind_run_logs_entropy(code_kind_plugins, tmp_path):
-    result = run_experiment(
-        "toy-scaled-gaussian",
-        ["trainer.log_every=1", "trainer.progress=false", "wandb.mode=disabled"],
-        out=tmp_path / "run",
-        plugins=code_kind_plugins,
+    result = run_toy_experiment(
+        "toy-scaled-gaussian", code_kind_plugins, tmp_path / "run"
     )
     assert result.steps == 2
     records = read_metrics(result.run_dir)

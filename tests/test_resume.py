@@ -29,7 +29,12 @@ from genlatent.run import (
     resume_run,
     run_experiment,
 )
-from genlatent.tracking import MetricsLogger, read_metrics
+from genlatent.tracking import (
+    MetricsLogger,
+    read_metrics,
+    read_wandb_records,
+    wait_for_exit_record,
+)
 from genlatent.trainer import AdversarialTrainer
 
 from .conftest import requires_fashion_mnist
@@ -307,6 +312,26 @@ def test_wandb_step_warning_detected(tmp_path):
     metrics_logger.close()
     assert len(wandb_step_warnings(tmp_path)) == 1
     assert [row["_step"] for row in read_history(tmp_path)] == [5]
+
+
+def test_close_leaves_complete_offline_run(tmp_path, caplog):
+    metrics_logger = MetricsLogger(
+        tmp_path, WandbConfig(mode="offline"), run_name="steps", config={}
+    )
+    metrics_logger.log(1, {"d_loss": 1.0})
+    metrics_logger.close()
+    # Read at once: close() returns only after wandb wrote the exit record.
+    (record_log,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    kinds = [
+        record.WhichOneof("record_type") for record in read_wandb_records(record_log)
+    ]
+    assert kinds[-1] == "exit"
+    assert [row["_step"] for row in read_history(tmp_path)] == [1]
+    # A log cut before its exit record, as a killed run leaves it, times out.
+    cut = tmp_path / "cut.wandb"
+    cut.write_bytes(record_log.read_bytes()[:-40])
+    assert not wait_for_exit_record(cut, timeout_s=0.2)
+    assert f"wandb has not finished writing {cut}" in caplog.text
 
 
 LOSSES = ("d_loss", "g_loss", "mi/c1", "mi/c2")
