@@ -132,7 +132,7 @@ def load_run(
     try:
         trainer.load_networks(state)
     except CheckpointError as error:
-        raise CheckpointError(f"checkpoint {path}: {error}") from None
+        raise CheckpointError(f"{path}: {error}") from None
     for module in networks.values():
         module.eval()
     recognition_head = None

@@ -467,7 +467,7 @@ def resume_run(
     try:
         trainer.load_state_dict(state)
     except CheckpointError as error:
-        raise CheckpointError(f"checkpoint {path}: {error}") from None
+        raise CheckpointError(f"{path}: {error}") from None
     replicate(trainer, world)
     stream = batch_stream(prepared)
     stream.load_state_dict(state["data"])

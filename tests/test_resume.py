@@ -418,7 +418,9 @@ def test_resume_with_changed_networks(two_step_run):
         resume_run(two_step_run, ["discriminator_norm=layer", "trainer.max_steps=4"])
     message = str(error.value)
     assert "\n" not in message
+    (checkpoint,) = list_checkpoints(two_step_run / "checkpoints")
     assert message.startswith(
+        f"{checkpoint}: "
         "checkpoint does not fit this experiment's discriminator network: "
         "the checkpoint has trunk.1.1.running_mean, which the experiment's "
         "network lacks"
