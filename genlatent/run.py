@@ -222,17 +222,24 @@ def prepare_experiment(config: ExperimentConfig, plugins: PluginHost) -> Experim
     architecture: Architecture = plugins.get("architectures", config.architecture)
     dataset: DatasetSource = plugins.get("datasets", config.data.dataset)
     device = select_device(config.trainer.device)
+    # An explicit data.root is the data the user asked for: a typo in it
+    # must not train on another copy or start a download.
+    root = config.data.root
+    if root is not None and not Path(root).is_dir():
+        raise DataError(
+            f"data.root={root} is not a folder; point data.root at the folder "
+            f"that contains the {dataset.name} files, or leave it unset to search "
+            "the default locations"
+        )
     data = dataset.load(config.data)
     logger.info(
         "data set %s: %d images from %s", dataset.name, len(data), data.location
     )
-    root = config.data.root
     if root and not Path(data.location).resolve().is_relative_to(Path(root).resolve()):
-        logger.warning(
-            "data.root=%s has no %s data set; using the one found in %s",
-            root,
-            dataset.name,
-            data.location,
+        raise DataError(
+            f"data.root={root} contains no {dataset.name} data set (one was found "
+            f"in {data.location}); point data.root at the folder that contains "
+            "the files, or leave it unset to use the one found"
         )
     if tuple(data.image_shape) != tuple(architecture.image_shape):
         raise DataError(
@@ -251,14 +258,21 @@ def build_trainer(
     return model.build_trainer(config, plugins, device)
 
 
-def prepare_run_folder(out: Path, config: ExperimentConfig, overwrite: bool) -> None:
-    """Create ``out`` for a new run, rejecting a folder that contains another run."""
+def check_run_folder(out: Path, overwrite: bool) -> None:
+    """Reject ``out`` when it contains another run and ``overwrite`` is off."""
     existing = out / CONFIG_FILE
     if existing.exists() and not overwrite:
         raise RunFolderError(
-            f"{out} already contains a run ({existing}); choose another --out, or "
-            "pass --overwrite to replace it"
+            f"{out} already contains a run ({existing}); choose another output "
+            "folder (--out, or out= in Python), or pass --overwrite "
+            "(overwrite=True) to replace it"
         )
+
+
+def prepare_run_folder(out: Path, config: ExperimentConfig, overwrite: bool) -> None:
+    """Create ``out`` for a new run, rejecting a folder that contains another run."""
+    check_run_folder(out, overwrite)
+    existing = out / CONFIG_FILE
     if overwrite and existing.exists():
         # Remove only what a run writes, so other files in the folder stay.
         for name in (METRICS_FILE, CONFIG_FILE, "eval.json"):
@@ -386,14 +400,17 @@ def run_experiment(
         return resume_run(resume, overrides, experiment=name, plugins=plugins)
     config = resolve_config(experiment, overrides, plugins=plugins)
     world = _join_world(config)
+    # Rank 0's time stamp names the folder on every rank.
+    stamp = gather_objects(datetime.now().strftime("%Y%m%d-%H%M%S"))[0]
+    run_dir = Path(out) if out is not None else Path("runs") / f"{config.name}-{stamp}"
+    # Checked before the data loads, which can take a while; created after,
+    # so that a failed load leaves no empty run folder.
+    on_main_rank(lambda: check_run_folder(run_dir, overwrite))
     prepared = prepare_experiment(config, plugins)
     trainer = build_trainer(config, plugins, prepared.device)
     trainer.latent_generator.manual_seed(rank_seed(config.trainer.seed, world.rank))
     replicate(trainer, world)
 
-    # Rank 0's time stamp names the folder on every rank.
-    stamp = gather_objects(datetime.now().strftime("%Y%m%d-%H%M%S"))[0]
-    run_dir = Path(out) if out is not None else Path("runs") / f"{config.name}-{stamp}"
     on_main_rank(lambda: prepare_run_folder(run_dir, config, overwrite))
     metrics_logger: MetricsLogger | None = None
     if world.is_main:
@@ -655,43 +672,53 @@ def _train(
                 progress.set_postfix(_progress_fields(record), refresh=False)
                 interval_start, interval_steps = time.perf_counter(), 0
 
-            if metrics_logger is not None and (
-                step % settings.sample_every == 0 or is_last
-            ):
-                path = run_dir / SAMPLES_DIR / f"step_{step:08d}.png"
-                images = trainer.generate(sample_latent)
-                _save_grid(images, experiment.architecture.output_range, path)
-                logged = {"samples": path}
-                for code in latent_spec.traversable_codes:
-                    # Seeded apart from the training stream, so every step's
-                    # grid starts from the same draws and resume stays exact.
-                    latent, num_columns = traversal_inputs(
-                        latent_spec,
-                        code.name,
-                        rows=TRAINING_TRAVERSAL_ROWS,
-                        generator=torch.Generator().manual_seed(settings.seed + 2),
-                    )
-                    grid = image_grid(
-                        trainer.generate(latent),
-                        experiment.architecture.output_range,
-                        num_columns,
-                    )
-                    logged[f"traversal/{code.name}"] = save_labelled_grid(
-                        grid,
-                        f"step {step}, {traversal_label(latent_spec, code.name)}",
-                        run_dir / TRAVERSALS_DIR / f"step_{step:08d}_{code.name}.png",
-                    )
-                metrics_logger.log_images(step, logged)
-
-            # A stop signal also ends the run with a checkpoint. Under
-            # torchrun the ranks agree on it (one all-reduce of a flag), so
-            # that all of them stop after the same step.
+            # A stop signal also ends the run with grids and a checkpoint.
+            # Under torchrun the ranks agree on it (one all-reduce of a flag),
+            # so that all of them stop after the same step.
             if stop_check_due(step, settings, world, experiment.device):
                 stopping = any_rank(stop.signal_name is not None)
+            if metrics_logger is not None and (
+                step % settings.sample_every == 0 or is_last or stopping
+            ):
+                _save_grids(trainer, experiment, sample_latent, run_dir, metrics_logger)
             if step % settings.checkpoint_every == 0 or is_last or stopping:
                 checkpoint()
     stop_signal = stop.signal_number if stopping else None
     return RunResult(run_dir, trainer.step, last_record, stopping, stop_signal)
+
+
+def _save_grids(
+    trainer: Trainer,
+    experiment: Experiment,
+    sample_latent: torch.Tensor,
+    run_dir: Path,
+    metrics_logger: MetricsLogger,
+) -> None:
+    """Write the sample grid of ``sample_latent`` and one traversal grid per
+    code for the trainer's current step, and log them to wandb."""
+    step = trainer.step
+    settings = experiment.config.trainer
+    latent_spec = experiment.latent_spec
+    output_range = experiment.architecture.output_range
+    path = run_dir / SAMPLES_DIR / f"step_{step:08d}.png"
+    _save_grid(trainer.generate(sample_latent), output_range, path)
+    logged = {"samples": path}
+    for code in latent_spec.traversable_codes:
+        # Seeded apart from the training stream, so every step's grid starts
+        # from the same draws and resume stays exact.
+        latent, num_columns = traversal_inputs(
+            latent_spec,
+            code.name,
+            rows=TRAINING_TRAVERSAL_ROWS,
+            generator=torch.Generator().manual_seed(settings.seed + 2),
+        )
+        grid = image_grid(trainer.generate(latent), output_range, num_columns)
+        logged[f"traversal/{code.name}"] = save_labelled_grid(
+            grid,
+            f"step {step}, {traversal_label(latent_spec, code.name)}",
+            run_dir / TRAVERSALS_DIR / f"step_{step:08d}_{code.name}.png",
+        )
+    metrics_logger.log_images(step, logged)
 
 
 def checks_stop_every_step(world: World, device: torch.device) -> bool:

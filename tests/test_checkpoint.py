@@ -362,6 +362,8 @@ def test_signal_stops_with_checkpoint(tmp_path, signum):
     assert f"interrupted at step {step}" in stdout
     (checkpoint,) = list_checkpoints(out / "checkpoints")
     assert load_checkpoint(checkpoint)["step"] == step
+    # A stopped run leaves pictures of where it stopped.
+    assert (out / "samples" / f"step_{step:08d}.png").is_file()
 
 
 SLOW_SAVE = """

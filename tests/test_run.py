@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from genlatent.config import config_to_dict
+from genlatent.errors import DataError
 from genlatent.run import RunResult, read_config, resolve_config, run_experiment
 from genlatent.tracking import read_metrics
 
@@ -165,6 +166,46 @@ def test_cli_refuses_existing_run(tmp_path):
     assert "--overwrite" in second.stderr
     assert "Traceback" not in second.stderr
     assert (out / "metrics.jsonl").read_bytes() == before
+    # The folder is checked before the data: a missing data.root does not
+    # hide the clash.
+    third = cli(
+        "run",
+        "infogan-fashion-mnist",
+        *SHORT_RUN,
+        f"data.root={tmp_path / 'missing'}",
+        "--out",
+        str(out),
+    )
+    assert third.returncode == 1
+    assert f"{out} already contains a run" in third.stderr
+
+
+def test_missing_data_root_rejected(tmp_path):
+    missing = tmp_path / "missing"
+    with pytest.raises(DataError) as error:
+        run_experiment(
+            "infogan-fashion-mnist",
+            [*SHORT_RUN, f"data.root={missing}"],
+            out=tmp_path / "run",
+        )
+    assert str(error.value).startswith(f"data.root={missing} is not a folder;")
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_root_without_data_rejected(tmp_path):
+    # The system copy exists, but the user asked for this folder.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError) as error:
+        run_experiment(
+            "infogan-fashion-mnist",
+            [*SHORT_RUN, f"data.root={empty}", "data.download=false"],
+            out=tmp_path / "run",
+        )
+    assert str(error.value).startswith(
+        f"data.root={empty} contains no fashion-mnist data set"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
