@@ -58,7 +58,19 @@ def download_skipped_note(config: DataConfig) -> str | None:
     downloads are on."""
     if downloads_enabled(config):
         return None
-    return f"no download was tried (data.download=false or ${NO_DOWNLOAD_ENV} is set)"
+    return (
+        f"No download was tried because data.download=false or ${NO_DOWNLOAD_ENV} "
+        "is set."
+    )
+
+
+def placement_note(name: str) -> str:
+    """Say where to put the files of data set ``name`` by hand, for the
+    not-found message, as a phrase that starts with "in"."""
+    return (
+        f"in {cache_folder() / name}, in ${DATA_ENV}/{name}, or in a folder given "
+        "as data.root=FOLDER"
+    )
 
 
 def cache_folder() -> Path:
@@ -218,12 +230,16 @@ class IDXDatasetSource(DatasetSource):
             assert raw_folder is not None, "a complete download was not found"
             return self._read(raw_folder, config.split, str(folder))
         names = ", ".join(name for name, _ in self.archives)
+        if self.mirrors:
+            manual = f"download the four files from {self.mirrors[0]} and put them"
+        else:
+            manual = "put the four files"
         raise DataError(
             f"data set {self.name!r} not found. Looked for {names} (or the same "
-            f"files uncompressed) in: {', '.join(map(str, searched))}; "
-            f"{download_note}. Put the files in one of these folders, set "
-            f"data.root=FOLDER or ${DATA_ENV}, or on Debian run "
-            f"`apt-get install dataset-{self.name}`."
+            f"files uncompressed) in: {', '.join(map(str, searched))}. "
+            f"{download_note} To add it by hand, {manual} "
+            f"{placement_note(self.name)}. On Debian, "
+            f"`apt-get install dataset-{self.name}` installs them."
         )
 
     def _usable_raw_folder(self, folder: Path) -> Path | None:
@@ -300,8 +316,8 @@ class IDXDatasetSource(DatasetSource):
 
     def _try_download(self, config: DataConfig) -> str | None:
         """Download the four archives into the cache folder, checking each
-        one's MD5; None on success, else a note on why there is no download
-        for the not-found message."""
+        one's MD5; None on success, else a sentence on why there is no
+        download for the not-found message."""
         skipped = download_skipped_note(config)
         if skipped is not None:
             return skipped
@@ -311,13 +327,10 @@ class IDXDatasetSource(DatasetSource):
                 continue
             try:
                 fetch_file(
-                    [mirror + name for mirror in self.mirrors],
-                    folder / name,
-                    md5,
-                    manual_hint=f"Download it by hand and put it in {folder}.",
+                    [mirror + name for mirror in self.mirrors], folder / name, md5
                 )
             except DataError as error:
-                return f"the download failed: {error}"
+                return f"The download failed: {error}."
         return None
 
 

@@ -3,8 +3,8 @@
 A server that cannot serve a file often returns something else: an HTML
 page saying a quota is exceeded, a login page, or a 403. :func:`fetch_file`
 tries each mirror in turn, rejects web pages and files whose MD5 differs, and
-keeps nothing it rejected, so a bad download is reported at once with what to
-do instead of failing later as a "corrupt" file.
+keeps nothing it rejected, so a bad download is reported at once instead of
+failing later as a "corrupt" file. Its callers add how to get the file by hand.
 """
 
 from __future__ import annotations
@@ -96,7 +96,6 @@ def fetch_file(
     destination: Path,
     md5: str,
     *,
-    manual_hint: str,
     timeout: float = 60.0,
 ) -> None:
     """Download ``destination`` from the first of ``urls`` that serves it.
@@ -106,12 +105,12 @@ def fetch_file(
         destination: where the file goes; written only once it is complete
             and its MD5 matches.
         md5: the expected MD5 as hex digits.
-        manual_hint: how to get the file by hand, for the error message.
         timeout: seconds to wait for each server.
 
     Raises:
-        DataError: no mirror served the file. The message lists every mirror
-            with its failure, the file, the expected MD5 and ``manual_hint``.
+        DataError: no mirror served the file. The message names the file and
+            the expected MD5 and lists every mirror with its failure. The
+            caller adds how to get the file by hand.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -120,13 +119,24 @@ def fetch_file(
         try:
             _fetch_one(url, destination, md5, timeout)
         except (OSError, ValueError) as error:
+            # Logged at debug level only, because the warning or error below
+            # repeats every failure.
             reason = _reason(error)
-            logger.warning("download of %s failed: %s", url, reason)
+            logger.debug("download of %s failed: %s", url, reason)
             failures.append(f"{url}: {reason}")
             continue
-        logger.info("downloaded %s", destination)
+        if failures:
+            logger.warning(
+                "downloaded %s from %s after failures of %s",
+                destination,
+                url,
+                "; ".join(failures),
+            )
+        else:
+            logger.info("downloaded %s", destination)
         return
+    mirrors = "1 mirror" if len(failures) == 1 else f"{len(failures)} mirrors"
     raise DataError(
-        f"cannot download {destination.name} (expected MD5 {md5}); tried "
-        f"{len(failures)} mirror(s): {'; '.join(failures)}. {manual_hint}"
+        f"cannot download {destination.name} (expected MD5 {md5}) from "
+        f"{mirrors}: {'; '.join(failures)}"
     )

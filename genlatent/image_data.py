@@ -28,12 +28,13 @@ from torchvision.datasets import SVHN
 
 from genlatent.config import DataConfig
 from genlatent.data import (
-    DATA_ENV,
     DatasetSource,
     ImageData,
     cache_folder,
     candidate_folders,
     download_skipped_note,
+    downloads_enabled,
+    placement_note,
 )
 from genlatent.download import fetch_file
 from genlatent.errors import DataError
@@ -344,6 +345,20 @@ class ImageFolderSource(DatasetSource):
             DataError: no folder and layout matched. The message lists every
                 folder searched and explains why existing folders did not match.
         """
+        found, searched = self._search(config)
+        if found is None:
+            reason = download_skipped_note(config) if self.downloads else None
+            raise self._not_found(searched, reason)
+        return found
+
+    def _search(self, config: DataConfig) -> tuple[tuple[Path, list[Path]] | None, str]:
+        """Find the first folder and layout with image files.
+
+        Returns:
+            A pair: the folder and its image files (None when nothing
+            matched), and the folders searched with why each existing one did
+            not match, for the not-found message.
+        """
         searched: list[str] = []
         notes: list[str] = []
         for folder in candidate_folders(self.name, config.root):
@@ -353,18 +368,23 @@ class ImageFolderSource(DatasetSource):
             for layout in self.layouts:
                 files = _list_images(folder, layout)
                 if files:
-                    return folder, files
+                    return (folder, files), ""
             notes.append(_describe_contents(folder))
+        details = f" ({'; '.join(notes)})" if notes else ""
+        return None, f"{', '.join(searched)}{details}"
+
+    def _not_found(self, searched: str, reason: str | None) -> DataError:
+        """Build the not-found error: where it looked, ``reason`` (why no
+        download helped, a sentence) and how to add the images by hand."""
         if len(self.layouts) > 1:
             patterns = ", ".join(self.layouts[:-1]) + f" or {self.layouts[-1]}"
         else:
             patterns = self.layouts[0]
-        details = f" ({'; '.join(notes)})" if notes else ""
-        raise DataError(
+        reason_sentence = f" {reason}" if reason else ""
+        return DataError(
             f"data set {self.name!r} not found. Looked for image files matching "
-            f"{patterns} in: {', '.join(searched)}{details}. {self.instructions} "
-            f"Put the images in one of these folders, or set data.root=FOLDER or "
-            f"${DATA_ENV}."
+            f"{patterns} in: {searched}.{reason_sentence} {self.instructions} "
+            f"Put the images {placement_note(self.name)}."
         )
 
     def download(self, config: DataConfig) -> None:
@@ -378,12 +398,7 @@ class ImageFolderSource(DatasetSource):
         for remote in self.downloads:
             path = folder / remote.name
             if not path.is_file():
-                fetch_file(
-                    remote.urls,
-                    path,
-                    remote.md5,
-                    manual_hint=f"{self.instructions} Put the file in {folder}.",
-                )
+                fetch_file(remote.urls, path, remote.md5)
             if remote.name.endswith(".zip"):
                 logger.info("extracting %s into %s", path, folder)
                 with zipfile.ZipFile(path) as archive:
@@ -424,18 +439,19 @@ class ImageFolderSource(DatasetSource):
         return [path for path in files if assigned.get(path.name) == wanted]
 
     def load(self, config: DataConfig) -> ImageData:
-        try:
-            folder, files = self.find_files(config)
-        except DataError as not_found:
-            if not self.downloads or download_skipped_note(config) is not None:
-                raise
+        found, searched = self._search(config)
+        if found is None and self.downloads and downloads_enabled(config):
             try:
                 self.download(config)
-            except DataError as download_error:
-                raise DataError(
-                    f"{not_found} The download failed: {download_error}"
+            except DataError as error:
+                raise self._not_found(
+                    searched, f"The download failed: {error}."
                 ) from None
-            folder, files = self.find_files(config)
+            found, searched = self._search(config)
+        if found is None:
+            reason = download_skipped_note(config) if self.downloads else None
+            raise self._not_found(searched, reason)
+        folder, files = found
         files = self.select_split(folder, files, config.split)
         if not files:
             raise DataError(
@@ -561,8 +577,8 @@ class SVHNSource(DatasetSource):
             return self.read(cache_folder() / self.name, config.split)
         raise DataError(
             f"data set {self.name!r} not found. Looked for {filename} in: "
-            f"{', '.join(map(str, searched))}; {download_note}. Download {url} "
-            f"into one of these folders, or set data.root=FOLDER or ${DATA_ENV}."
+            f"{', '.join(map(str, searched))}. {download_note} To add it by hand, "
+            f"download {url} and put it {placement_note(self.name)}."
         )
 
     def read(self, folder: Path, split: str) -> ImageData:
@@ -628,7 +644,7 @@ class SVHNSource(DatasetSource):
 
     def _try_download(self, config: DataConfig) -> str | None:
         """Download the split into the cache folder; None on success, else a
-        note on why there is no download for the not-found message."""
+        sentence on why there is no download for the not-found message."""
         skipped = download_skipped_note(config)
         if skipped is not None:
             return skipped
@@ -637,7 +653,7 @@ class SVHNSource(DatasetSource):
             # torchvision checks the download's MD5.
             SVHN(str(root), split=config.split, download=True)
         except Exception as error:
-            return f"the download into {root} failed: {_describe(error)}"
+            return f"The download into {root} failed: {_describe(error)}."
         return None
 
 

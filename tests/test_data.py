@@ -544,10 +544,12 @@ def test_missing_message(
     assert len(searched) == 10
     for folder in searched:
         # Folder names are prefixes of one another, so match up to a separator.
-        pattern = re.escape(str(folder)) + r"[,;]"
+        pattern = re.escape(str(folder)) + r"[,.] "
         assert re.search(pattern, message), f"{folder} missing from: {message}"
     for archive in ARCHIVE_NAMES:
         assert archive in message, archive
+    assert message.count("To add it by hand") == 1
+    assert f"put them in {places.cache / NAME}, " in message
     assert "data.root" in message
     assert "$GENLATENT_DATA" in message
     assert "apt-get install dataset-fashion-mnist" in message

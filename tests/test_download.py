@@ -134,7 +134,10 @@ def test_second_mirror_used_after_403(server, caplog):
     assert len(test) == 10_000
     forbidden = [path for path in server.requests if path.startswith("/forbidden/")]
     assert len(forbidden) == 4
-    assert any("HTTP 403" in record.getMessage() for record in caplog.records)
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 4
+    assert all("HTTP 403" in warning for warning in warnings)
+    assert all(f"from {server.base}/files/" in warning for warning in warnings)
 
 
 @requires_fashion_mnist
@@ -152,11 +155,16 @@ def test_wrong_checksum_is_rejected(server):
     assert not list(cached.glob(f".{name}.*"))
 
 
-def test_all_mirrors_fail_lists_each(server):
+def test_all_mirrors_fail_lists_each(server, caplog):
     mirrors = [f"{server.base}/forbidden/", f"{server.base}/missing/"]
     source = IDXDatasetSource("mnist", MNIST, "MNIST", mirrors=mirrors)
-    with pytest.raises(DataError) as error:
+    with (
+        caplog.at_level("WARNING", logger="genlatent"),
+        pytest.raises(DataError) as error,
+    ):
         source.load(DataConfig(dataset="mnist"))
+    # The error is the only report, so no warning repeats a failure.
+    assert caplog.records == []
     message = str(error.value)
     for mirror in mirrors:
         assert f"{mirror}train-images-idx3-ubyte.gz" in message
@@ -165,6 +173,8 @@ def test_all_mirrors_fail_lists_each(server):
     for name, _ in MNIST.resources:
         assert name in message
     assert "expected MD5 f68b3c2dcbeaaa9fbdd348bbdeb94873" in message
+    assert message.count(f"{mirrors[0]}train-images-idx3-ubyte.gz") == 1
+    assert message.count("To add it by hand, download the four files from ") == 1
 
 
 @requires_fashion_mnist
@@ -203,7 +213,9 @@ def test_celeba_quota_page_is_reported(server):
     assert "Quota exceeded" in message
     assert "00d2c5bc6d35e252742224ab0c1e8fcb" in message
     cached = server.root.parent / "cache-home" / "genlatent" / "celeba"
-    assert f"Put the file in {cached}" in message
+    assert message.count(f"Put the images in {cached}, ") == 1
+    assert message.count("https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html") == 1
+    assert message.count("Quota exceeded") == 1
     assert not (cached / "img_align_celeba.zip").exists()
     assert not list(cached.glob(".img_align_celeba.zip.*"))
 

@@ -231,7 +231,14 @@ def test_svhn_missing_message(plugins: PluginHost, tmp_path: Path) -> None:
     assert str(tmp_path / "cache-home" / "genlatent" / "svhn") in message
     assert str(tmp_path / "system" / "svhn") in message
     assert "http://ufldl.stanford.edu/housenumbers/train_32x32.mat" in message
-    assert "no download was tried" in message
+    assert "No download was tried" in message
+    cache = tmp_path / "cache-home" / "genlatent" / "svhn"
+    assert message.endswith(
+        "To add it by hand, download "
+        "http://ufldl.stanford.edu/housenumbers/train_32x32.mat and put it in "
+        f"{cache}, in $GENLATENT_DATA/svhn, or in a folder given as "
+        "data.root=FOLDER."
+    )
 
 
 def test_svhn_wrong_image_shape(plugins: PluginHost, tmp_path: Path) -> None:
@@ -394,7 +401,8 @@ def test_empty_folder_message(plugins: PluginHost, tmp_path: Path) -> None:
     assert str(folder / "celeba") in message
     assert str(tmp_path / "cache-home" / "genlatent" / "celeba") in message
     assert str(tmp_path / "system" / "celeba") in message
-    assert "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html" in message
+    assert message.count("https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html") == 1
+    assert message.count("Put the images in") == 1
     assert "data.root=FOLDER" in message
 
 
