@@ -374,7 +374,8 @@ def evaluate_run(
     if write:
         path = run.run_dir / EVAL_FILE
         path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        logger.info("wrote %s", path)
+        # Debug level, because `genlatent eval` prints the path.
+        logger.debug("wrote %s", path)
     return result
 
 

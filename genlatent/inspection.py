@@ -243,7 +243,8 @@ def save_traversals(
         grid = traverse(run, name, value_range, steps, rows, seed)
         label = traversal_label(run.latent_spec, name, value_range)
         path = save_labelled_grid(grid, label, folder / f"{name}.png")
-        logger.info("wrote traversal of %s to %s", name, path)
+        # Debug level, because `genlatent traverse` prints each path.
+        logger.debug("wrote traversal of %s to %s", name, path)
         paths.append(path)
     log_images_to_wandb(run, {f"traversal/{p.stem}": p for p in paths})
     return paths

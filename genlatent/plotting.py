@@ -91,5 +91,6 @@ def plot_mutual_information(run_dir: str | Path, out: str | Path | None = None) 
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
-    logger.info("wrote %s", path)
+    # Debug level, because `genlatent plot` prints the path.
+    logger.debug("wrote %s", path)
     return path

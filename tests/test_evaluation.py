@@ -307,6 +307,8 @@ def test_cli_eval_writes_eval_json(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "FID " in result.stdout
+    assert result.stdout.count("eval.json") == 1
+    assert "eval.json" not in result.stderr
 
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["step"] == 2

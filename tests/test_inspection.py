@@ -249,6 +249,11 @@ def test_cli_traverse_writes_labelled_pngs(short_run, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["c1.png", "c2.png", "c3.png"]
+    # Each path is printed once, on stdout, and not logged again on stderr.
+    assert result.stdout.splitlines() == [
+        f"wrote {out / name}" for name in ("c1.png", "c2.png", "c3.png")
+    ]
+    assert "c1.png" not in result.stderr
     with Image.open(out / "c2.png") as image:
         assert image.size == (5 * 30 + 2, 2 * 30 + 2 + LABEL_HEIGHT)
         # The label strip is white with dark text in it.

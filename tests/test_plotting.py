@@ -45,7 +45,9 @@ def test_cli_plot_and_curves_alias(tmp_path, capsys):
     out = tmp_path / "curves.png"
     assert main(["curves", str(tmp_path / "run"), "--out", str(out)]) == 0
     assert out.is_file()
-    assert f"wrote {out}" in capsys.readouterr().out
+    output = capsys.readouterr()
+    assert output.out == f"wrote {out}\n"
+    assert str(out) not in output.err
 
 
 def test_plot_without_mi_records(tmp_path):
