@@ -38,6 +38,26 @@ def non_negative(instance: object, attribute: attrs.Attribute, value: Any) -> No
         )
 
 
+def _is_integer(value: Any) -> bool:
+    # bool is a subclass of int, but True is no count. NumPy integers are
+    # rejected because the config is saved with the json module.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_integer(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if not (_is_integer(value) and value > 0):
+        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+def non_negative_integer(
+    instance: object, attribute: attrs.Attribute, value: Any
+) -> None:
+    if not (_is_integer(value) and value >= 0):
+        raise ValueError(
+            f"{attribute.name} must be a non-negative integer, got {value!r}"
+        )
+
+
 def unit_interval(instance: object, attribute: attrs.Attribute, value: Any) -> None:
     if not (isinstance(value, int | float) and 0 <= value < 1):
         raise ValueError(f"{attribute.name} must be in [0, 1), got {value!r}")
@@ -101,14 +121,14 @@ class DataConfig:
     download: bool = True
     # DataLoader worker processes for data sets decoded from files; in-memory
     # data sets ignore it.
-    num_workers: int = attrs.field(default=0, validator=non_negative)
+    num_workers: int = attrs.field(default=0, validator=non_negative_integer)
     # Side in pixels of the centered square that image-folder data sets cut
     # from each image before resizing. None uses the data set's default and 0
     # the largest centered square. Other data sets ignore it.
     crop: int | None = attrs.field(
         default=None,
         validator=attrs.validators.optional(
-            [attrs.validators.instance_of(int), non_negative]
+            [attrs.validators.instance_of(int), non_negative_integer]
         ),
     )
     # Leave out image files that fail to decode, with a warning naming each,
@@ -120,16 +140,16 @@ class DataConfig:
 class TrainerConfig:
     """The training loop."""
 
-    max_steps: int = attrs.field(default=5000, validator=positive)
-    batch_size: int = attrs.field(default=128, validator=positive)
+    max_steps: int = attrs.field(default=5000, validator=positive_integer)
+    batch_size: int = attrs.field(default=128, validator=positive_integer)
     seed: int = 0
     device: str = attrs.field(default="auto", validator=device_name)
     # Steps between metric records, sample grids and checkpoints.
-    log_every: int = attrs.field(default=50, validator=positive)
-    sample_every: int = attrs.field(default=500, validator=positive)
-    checkpoint_every: int = attrs.field(default=1000, validator=positive)
-    keep_checkpoints: int = attrs.field(default=3, validator=positive)
-    num_samples: int = attrs.field(default=64, validator=positive)
+    log_every: int = attrs.field(default=50, validator=positive_integer)
+    sample_every: int = attrs.field(default=500, validator=positive_integer)
+    checkpoint_every: int = attrs.field(default=1000, validator=positive_integer)
+    keep_checkpoints: int = attrs.field(default=3, validator=positive_integer)
+    num_samples: int = attrs.field(default=64, validator=positive_integer)
     progress: bool = True
     deterministic: bool = False
     # What a non-finite loss does: stop the run, or skip that update.
@@ -139,7 +159,7 @@ class TrainerConfig:
     # discriminator on a fresh batch, and the generator updates on the steps
     # divisible by n_critic, so max_steps counts discriminator updates. Models
     # without a discriminator ignore it.
-    n_critic: int = attrs.field(default=1, validator=positive)
+    n_critic: int = attrs.field(default=1, validator=positive_integer)
     # Autocast dtype of the forward passes: auto is bf16 on CUDA devices that
     # support it and fp32 elsewhere. Weights and optimizer states stay fp32.
     precision: str = attrs.field(

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genlatent.config import (
+    DataConfig,
+    TrainerConfig,
     apply_overrides,
     config_from_dict,
     config_to_dict,
@@ -77,9 +79,19 @@ def test_experiment_copies_are_independent():
             ["unknown config key 'trainer.max_step'", "'max_steps'"],
         ),
         ("trainr.max_steps=5", ["no field 'trainr'", "'trainer'"]),
-        ("trainer.batch_size=0", ["trainer.batch_size=0", "positive"]),
+        (
+            "trainer.batch_size=-1",
+            ["trainer.batch_size=-1", "batch_size must be a positive integer, got -1"],
+        ),
+        (
+            "data.num_workers=-1",
+            ["num_workers must be a non-negative integer, got -1"],
+        ),
         ("trainer.batch_size=many", ["expected an integer"]),
-        ("optim.discriminator.lr=-1e-4", ["optim.discriminator.lr=-1e-4", "positive"]),
+        (
+            "optim.discriminator.lr=-1e-4",
+            ["optim.discriminator.lr=-1e-4", "lr must be a positive number"],
+        ),
         ("optim.discriminator.lr=nan", ["expected a finite number"]),
         ("optim.generator.beta1=1.5", ["beta1 must be in [0, 1)"]),
         ("mi.lambda_disc=-0.1", ["mi.lambda_disc=-0.1", "non-negative"]),
@@ -100,6 +112,21 @@ def test_bad_override_message(override, fragments):
         mnist(override)
     for fragment in fragments:
         assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.0, True])
+def test_integer_field_rejects(value):
+    with pytest.raises(ValueError) as error:
+        TrainerConfig(batch_size=value)
+    assert str(error.value) == f"batch_size must be a positive integer, got {value!r}"
+
+
+@pytest.mark.parametrize("value", [-1, 1.0, False])
+def test_non_negative_integer_rejects(value):
+    with pytest.raises(ValueError) as error:
+        DataConfig(num_workers=value)
+    expected = f"num_workers must be a non-negative integer, got {value!r}"
+    assert str(error.value) == expected
 
 
 def test_bad_override_keeps_config():
