@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -92,9 +93,23 @@ def to_uint8(images: torch.Tensor, input_range: tuple[float, float]) -> torch.Te
 
 
 def conversion_description(input_range: tuple[float, float]) -> str:
-    """Describe :func:`to_uint8` for ``input_range``, for eval.json."""
+    """Describe :func:`to_uint8` for ``input_range`` as a simplified formula,
+    such as ``round(x * 255)`` for [0, 1], for eval.json and the report."""
     low, high = input_range
-    return f"round((x - {low:g}) / ({high:g} - {low:g}) * 255) to uint8 [0, 255]"
+    if low == 0:
+        shifted = "x"
+    elif low < 0:
+        shifted = f"(x + {-low:g})"
+    else:
+        shifted = f"(x - {low:g})"
+    span = high - low
+    if span == 1:
+        formula = f"{shifted} * 255"
+    elif span == 255:
+        formula = shifted.removeprefix("(").removesuffix(")")
+    else:
+        formula = f"{shifted} / {span:g} * 255"
+    return f"round({formula}) to uint8 [0, 255]"
 
 
 # -- clustering of real images ---------------------------------------------------
@@ -136,10 +151,22 @@ def clustering_scores(
     """Matched accuracy, normalized mutual information (arithmetic mean
     normalization) and adjusted Rand index of a clustering against labels."""
     predictions, labels = predictions.long().cpu(), labels.long().cpu()
+    with warnings.catch_warnings():
+        # torchmetrics (1.9.0) builds its contingency table with
+        # torch.sparse_coo_tensor, which warns that sparse invariant checks are
+        # off. The indices come from torch.unique, so they are valid and the
+        # warning only clutters the eval output.
+        warnings.filterwarnings(
+            "ignore",
+            message="Sparse invariant checks are implicitly disabled",
+            category=UserWarning,
+        )
+        nmi = float(normalized_mutual_info_score(predictions, labels))
+        ari = float(adjusted_rand_score(predictions, labels))
     return {
         "accuracy": matched_accuracy(predictions, labels),
-        "nmi": float(normalized_mutual_info_score(predictions, labels)),
-        "ari": float(adjusted_rand_score(predictions, labels)),
+        "nmi": nmi,
+        "ari": ari,
     }
 
 
@@ -431,7 +458,8 @@ def _fid(
     )
     num_generated = int(generated.images.shape[0])
     fid: dict[str, Any] = {
-        "feature_extractor": extractor.description,
+        "feature_extractor": extractor.name,
+        "feature_extractor_description": extractor.description,
         "input_conversion": conversion_description(output_range),
         "num_generated_images": num_generated,
         "num_real_images": int(real.shape[0]),
@@ -440,7 +468,7 @@ def _fid(
     if extractor.test_accuracy is not None:
         fid["feature_extractor_test_accuracy"] = extractor.test_accuracy
         fid["feature_extractor_accuracy_split"] = extractor.accuracy_split
-    report(f"computing FID with {extractor.name}")
+    report(f"computing FID with {extractor.name} features")
     fake = to_uint8(generated.images, output_range)
     fid["value"] = frechet_distance(real, fake, extractor)
     return fid

@@ -51,8 +51,10 @@ class FeatureExtractor(nn.Module):
     Args:
         network: maps uint8 ``(batch, in_channels, height, width)`` images to
             features.
-        name: a short name, such as ``inception-v3-pool3``.
-        description: the name with what the features are, for eval.json.
+        name: a short name, such as ``inception-v3-pool3``, used in eval.json,
+            the report and the log.
+        description: what the features are and how they were made, for
+            eval.json.
         in_channels: the channel count ``network`` takes.
         num_features: the feature width.
         test_accuracy: the classifier's accuracy on a held-out split, for
@@ -225,12 +227,13 @@ def load_or_train_classifier(
     measured on ``accuracy_split``, which is the training split itself for a
     data set that has no other.
     """
+    name = f"{CLASSIFIER_ARCHITECTURE}-{dataset.name}"
     path = classifier_cache_path(dataset.name)
     state = _read_cached_classifier(path, epochs)
     if state is None:
         if report is not None:
             report(
-                f"training the {dataset.name} feature classifier for {epochs} "
+                f"training the {name} feature classifier for {epochs} "
                 f"epoch(s); it is cached in {path}"
             )
         train = dataset.load(attrs.evolve(data_config, split="train"))
@@ -260,7 +263,7 @@ def load_or_train_classifier(
     classifier.eval()
     return FeatureExtractor(
         _ClassifierFeatures(classifier),
-        name=f"{dataset.name}-classifier",
+        name=name,
         description=(
             f"{CLASSIFIER_ARCHITECTURE} classifier trained on {dataset.name} train "
             f"labels for {state['epochs']} epoch(s), {CLASSIFIER_FEATURES} "

@@ -21,6 +21,7 @@ from genlatent.errors import DataError, ImageFormatError
 from genlatent.evaluation import (
     EVAL_FILE,
     clustering_scores,
+    conversion_description,
     evaluate_run,
     frechet_distance,
     matched_accuracy,
@@ -146,6 +147,52 @@ def test_conversion_maps_range_ends():
     assert converted.tolist() == [0, 128, 255]
     unit = to_uint8(torch.tensor([0.0, 1.0]), (0.0, 1.0))
     assert unit.tolist() == [0, 255]
+
+
+@pytest.mark.parametrize(
+    ("input_range", "expected"),
+    [
+        ((0.0, 1.0), "round(x * 255) to uint8 [0, 255]"),
+        ((-1.0, 1.0), "round((x + 1) / 2 * 255) to uint8 [0, 255]"),
+        ((0.0, 255.0), "round(x) to uint8 [0, 255]"),
+        ((-0.5, 0.5), "round((x + 0.5) * 255) to uint8 [0, 255]"),
+        ((2.0, 6.0), "round((x - 2) / 4 * 255) to uint8 [0, 255]"),
+    ],
+)
+def test_conversion_description_simplified(input_range, expected):
+    assert conversion_description(input_range) == expected
+
+
+@pytest.mark.parametrize(
+    "input_range", [(0.0, 1.0), (-1.0, 1.0), (0.0, 255.0), (-0.5, 0.5), (2.0, 6.0)]
+)
+def test_conversion_description_matches_to_uint8(input_range):
+    # The formula is valid Python, and Python's round() rounds half to even
+    # like torch.round, so it must give to_uint8's values.
+    low, high = input_range
+    formula = conversion_description(input_range).removesuffix(" to uint8 [0, 255]")
+    values = torch.linspace(low, high, 37, dtype=torch.float64)
+    expected = to_uint8(values, input_range).tolist()
+    described = [eval(formula, {"round": round, "x": float(x)}) for x in values]
+    assert described == expected
+
+
+def test_clustering_scores_no_sparse_warning():
+    # A subprocess, because torch emits this warning once per process, so an
+    # earlier test could already have used it up.
+    code = (
+        "import torch\n"
+        "from genlatent.evaluation import clustering_scores\n"
+        "clustering_scores(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Sparse invariant checks" not in result.stderr
 
 
 def test_fid_matches_hand_converted():
@@ -320,8 +367,17 @@ def test_cli_eval_writes_eval_json(tmp_path):
     assert scores["num_images"] == 10_000
 
     fid = report["fid"]
-    assert "fashion-mnist" in fid["feature_extractor"]
-    assert fid["input_conversion"].startswith("round((x - 0) / (1 - 0) * 255)")
+    assert fid["feature_extractor"] == "genlatent-cnn-v1-fashion-mnist"
+    assert fid["feature_extractor_description"].startswith(
+        "genlatent-cnn-v1 classifier trained on fashion-mnist train labels"
+    )
+    assert fid["input_conversion"] == "round(x * 255) to uint8 [0, 255]"
+    # The log and the printed table use the name that eval.json stores.
+    assert "computing FID with genlatent-cnn-v1-fashion-mnist features" in (
+        result.stderr
+    )
+    assert "features: genlatent-cnn-v1-fashion-mnist, " in result.stdout
+    assert "Sparse invariant checks" not in result.stderr
     assert fid["num_generated_images"] == 300
     assert fid["num_real_images"] == 10_000
     # One epoch gets this small classifier well past chance on Fashion-MNIST.
