@@ -222,8 +222,8 @@ def prepare_experiment(config: ExperimentConfig, plugins: PluginHost) -> Experim
     architecture: Architecture = plugins.get("architectures", config.architecture)
     dataset: DatasetSource = plugins.get("datasets", config.data.dataset)
     device = select_device(config.trainer.device)
-    # An explicit data.root is the data the user asked for: a typo in it
-    # must not train on another copy or start a download.
+    # A data.root that does not exist is a typo: it must not fall through
+    # to another copy or a download.
     root = config.data.root
     if root is not None and not Path(root).is_dir():
         raise DataError(
@@ -236,10 +236,11 @@ def prepare_experiment(config: ExperimentConfig, plugins: PluginHost) -> Experim
         "data set %s: %d images from %s", dataset.name, len(data), data.location
     )
     if root and not Path(data.location).resolve().is_relative_to(Path(root).resolve()):
-        raise DataError(
-            f"data.root={root} contains no {dataset.name} data set (one was found "
-            f"in {data.location}); point data.root at the folder that contains "
-            "the files, or leave it unset to use the one found"
+        logger.warning(
+            "data.root=%s has no %s data set; using the one found in %s",
+            root,
+            dataset.name,
+            data.location,
         )
     if tuple(data.image_shape) != tuple(architecture.image_shape):
         raise DataError(

@@ -192,20 +192,19 @@ def test_missing_data_root_rejected(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_data_root_without_data_rejected(tmp_path):
-    # The system copy exists, but the user asked for this folder.
+def test_data_root_without_data_warns(tmp_path, caplog):
+    # An existing folder without the data set is the first place of the
+    # lookup order; the next place that holds the data set is used, with a
+    # warning naming both.
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError) as error:
-        run_experiment(
-            "infogan-fashion-mnist",
-            [*SHORT_RUN, f"data.root={empty}", "data.download=false"],
-            out=tmp_path / "run",
-        )
-    assert str(error.value).startswith(
-        f"data.root={empty} contains no fashion-mnist data set"
+    result = run_experiment(
+        "infogan-fashion-mnist",
+        [*SHORT_RUN, "trainer.max_steps=1", f"data.root={empty}"],
+        out=tmp_path / "run",
     )
-    assert not (tmp_path / "run").exists()
+    assert result.steps == 1
+    assert f"data.root={empty} has no fashion-mnist data set; using" in caplog.text
 
 
 @pytest.mark.parametrize(
