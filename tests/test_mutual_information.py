@@ -170,13 +170,15 @@ def gradients(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def test_generator_update_without_mi_is_adversarial_only():
-    trainer = mnist_trainer("mi.update_generator=false")
+def generator_update_gradients(
+    trainer: AdversarialTrainer,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """Return G's gradients from the non-saturating loss alone, and from the
+    trainer's real generator update of the same latent batch, with that
+    update's metrics."""
     latent = trainer.sample_latent(8)
-
-    # Reference: the gradient of the non-saturating loss alone. Batch norm
-    # uses batch statistics in training mode, so a second forward pass of the
-    # same latent batch gives the same images and logits.
+    # Batch norm uses batch statistics in training mode, so a second forward
+    # pass of the same latent batch gives the same images and logits.
     zero_grads(trainer)
     logits, _ = trainer.discriminator(trainer.generator(latent))
     trainer.loss.generator_loss(logits).backward()
@@ -186,8 +188,12 @@ def test_generator_update_without_mi_is_adversarial_only():
     metrics: dict = {}
     assert trainer.generator_update(1, latent, trainer.generator(latent), metrics)
     # Adam's step leaves .grad as the update's backward pass wrote it.
-    updated = gradients(trainer.generator)
+    return adversarial, gradients(trainer.generator), metrics
 
+
+def test_generator_update_without_mi_is_adversarial_only():
+    trainer = mnist_trainer("mi.update_generator=false")
+    adversarial, updated, metrics = generator_update_gradients(trainer)
     assert "g_loss/mi" not in metrics
     assert updated.keys() == adversarial.keys()
     assert len(updated) == len(list(trainer.generator.parameters()))
@@ -199,16 +205,7 @@ def test_generator_update_without_mi_is_adversarial_only():
 def test_generator_update_with_mi_differs():
     # The check above can fail: with the MI term on, G's gradient changes.
     trainer = mnist_trainer()
-    latent = trainer.sample_latent(8)
-    zero_grads(trainer)
-    logits, _ = trainer.discriminator(trainer.generator(latent))
-    trainer.loss.generator_loss(logits).backward()
-    adversarial = gradients(trainer.generator)
-
-    zero_grads(trainer)
-    metrics: dict = {}
-    assert trainer.generator_update(1, latent, trainer.generator(latent), metrics)
-    updated = gradients(trainer.generator)
+    adversarial, updated, metrics = generator_update_gradients(trainer)
     assert "g_loss/mi" in metrics
     largest = max(
         (updated[name] - adversarial[name]).abs().max().item() for name in updated
