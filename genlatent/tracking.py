@@ -62,10 +62,9 @@ class MetricsLogger:
         wandb_id: the wandb run id; a resumed run passes its original id.
         wandb_logged_through: the last step wandb already has; records up to
             it go to ``metrics.jsonl`` only, so wandb's steps keep increasing.
-        resend_lost_records: a resumed training run sets this, so the logger
-            asks wandb for the last step it holds instead, where it can, and
-            sends wandb the ``metrics.jsonl`` records it lacks (see
-            :meth:`_backfill_wandb`).
+        resend_lost_records: set by a resumed training run. The logger then
+            reads the last step wandb stores, where it can, and sends wandb
+            the ``metrics.jsonl`` records it lacks (see :meth:`_backfill_wandb`).
     """
 
     def __init__(

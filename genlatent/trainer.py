@@ -432,7 +432,7 @@ class Trainer(abc.ABC):
 
     def check_finite_weights(self) -> None:
         """Raise DivergenceError naming the step and the first parameter or
-        buffer of :meth:`networks` that holds a NaN or an infinity.
+        buffer of :meth:`networks` that contains a NaN or an infinity.
 
         The loss checks cannot see a non-finite value that the last update
         wrote, nor one in a buffer such as a batch-norm running variance.

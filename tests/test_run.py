@@ -193,8 +193,8 @@ def test_missing_data_root_rejected(tmp_path):
 
 
 def test_data_root_without_data_warns(tmp_path, caplog):
-    # An existing folder without the data set is the first place of the
-    # lookup order; the next place that holds the data set is used, with a
+    # An existing folder without the data set is only the first place of the
+    # lookup order. The next place that contains the data set is used, with a
     # warning naming both.
     empty = tmp_path / "empty"
     empty.mkdir()
